@@ -1,0 +1,65 @@
+"""Ingest videos into clips Parquet (DESIGN §3.1).
+
+Local:    python jobs/ingest.py --input videos/ --output clips/
+Cluster:  ray job submit --working-dir . -- python jobs/ingest.py --input s3://bucket/cams/ --output s3://bucket/clips/
+Exit code 0 when every input was ingested (or already was), 1 when any
+failed (the summary and each stream's manifest.json say why), 2 for bad
+arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout / ray working dir
+
+from pipelines.ingest import run_ingest  # noqa: E402
+from pipelines.ingest_config import FRAME_BACKENDS, IngestConfig  # noqa: E402
+from pipelines.sources import InputError  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    defaults = IngestConfig()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", "-i", nargs="+", required=True, help="files, directories, globs or URIs")
+    parser.add_argument("--output", "-o", required=True, help="clips root (local path or URI)")
+    parser.add_argument("--overwrite", action="store_true", help="redo streams that are already complete")
+    parser.add_argument("--frame-backend", choices=FRAME_BACKENDS, default=defaults.frame_backend)
+    parser.add_argument("--no-fallback", action="store_true", help="do not hand failed windows to the other backend")
+    parser.add_argument("--crop-size", type=int, default=defaults.crop_size)
+    parser.add_argument("--window-seconds", type=int, default=defaults.window_seconds)
+    parser.add_argument("--shard-rows", type=int, default=defaults.shard_rows)
+    parser.add_argument("--jpeg-quality", type=int, default=defaults.jpeg_quality)
+    parser.add_argument("--decode-threads", type=int, default=defaults.decode_threads)
+    parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or a new local Ray)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = IngestConfig(
+            crop_size=args.crop_size,
+            window_seconds=args.window_seconds,
+            shard_rows=args.shard_rows,
+            jpeg_quality=args.jpeg_quality,
+            frame_backend=args.frame_backend,
+            fallback_backend=not args.no_fallback,
+            decode_threads=args.decode_threads,
+        )
+        summary = run_ingest(
+            args.input, args.output, config, overwrite=args.overwrite, show_progress=not args.quiet,
+            ray_address=args.address,
+        )
+    except (InputError, ValueError) as exc:
+        print(f"ingest: error: {exc}", file=sys.stderr)
+        return 2
+    print(summary.format())
+    return 0 if summary.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""The per-stream manifest (DESIGN §3.1): what was ingested from where, with
+which settings, and how it ended. It is what makes ingest resumable: a
+stream whose manifest says complete for the same config hash is skipped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+from pipelines.storage import OutputStore
+
+STATUS_RUNNING = "running"
+STATUS_COMPLETE = "complete"
+STATUS_FAILED = "failed"
+MANIFEST_NAME = "manifest.json"
+
+
+def stream_dir(store: OutputStore, stream_id: str) -> str:
+    return store.path(f"stream_id={stream_id}")
+
+
+@dataclass
+class StreamManifest:
+    stream_id: str
+    source: str
+    status: str
+    config_hash: str
+    config: dict
+    info: dict | None = None  # VideoInfo: duration, fps, sample rate, codecs ...
+    rows: int = 0
+    files: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    frame_backend: str = ""
+    windows_by_backend: dict[str, int] = field(default_factory=dict)
+    seconds_without_audio: int = 0
+    seconds_without_video: int = 0
+    updated_at: float = field(default_factory=time.time)
+
+    def is_complete_for(self, config_hash: str) -> bool:
+        return self.status == STATUS_COMPLETE and self.config_hash == config_hash
+
+    def save(self, store: OutputStore) -> None:
+        self.updated_at = time.time()
+        store.write_json(f"{stream_dir(store, self.stream_id)}/{MANIFEST_NAME}", asdict(self))
+
+    @classmethod
+    def load(cls, store: OutputStore, stream_id: str) -> "StreamManifest | None":
+        data = store.read_json(f"{stream_dir(store, stream_id)}/{MANIFEST_NAME}")
+        if data is None:
+            return None
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
