@@ -1,0 +1,326 @@
+"""Configuration of EPG pretraining: model, pairing, loss, bank, augmentation, optimisation.
+
+Every default of the method lives here, in one place, so that a run can record
+its whole configuration (``EPGConfig.to_dict``) and be reproduced from it
+(``EPGConfig.from_dict``). Validation errors name the offending field
+(``PairConfig.k must be >= 1, got 0``) because configs come from YAML files and
+command lines where a bare ``ValueError`` would be hard to trace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, TypeVar, get_args
+
+MiningRule = Literal["adaptive", "topk", "consensus", "quantile"]
+MinedAs = Literal["positive", "ignore"]
+Schedule = Literal["joint", "audio_first"]
+
+MINING_RULES: tuple[str, ...] = get_args(MiningRule)
+MINED_AS: tuple[str, ...] = get_args(MinedAs)
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+
+
+def _fail(obj: object, name: str, rule: str, value: object) -> None:
+    raise ValueError(f"{type(obj).__name__}.{name} must be {rule}, got {value!r}")
+
+
+def _positive(obj: object, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not value > 0:
+            _fail(obj, name, "> 0", value)
+
+
+def _non_negative(obj: object, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not value >= 0:
+            _fail(obj, name, ">= 0", value)
+
+
+def _one_of(obj: object, name: str, allowed: tuple[str, ...]) -> None:
+    value = getattr(obj, name)
+    if value not in allowed:
+        _fail(obj, name, f"one of {allowed}", value)
+
+
+@dataclass(frozen=True)
+class VisualConfig:
+    """f_v: X3D built by PyTorchVideo's ``create_x3d`` (defaults: X3D-M) plus a linear layer to d.
+
+    ``checkpoint`` is a local path to a state dict in PyTorchVideo's layout
+    (e.g. the published ``X3D_M.pyth``); its classification layer is not loaded.
+    """
+
+    frames: int = 5
+    crop_size: int = 160
+    embed_dim: int = 512
+    width_factor: float = 2.0
+    depth_factor: float = 2.2
+    bottleneck_factor: float = 2.25
+    stem_dim: int = 12
+    head_dim: int = 2048
+    dropout: float = 0.5
+    checkpoint: str | None = None
+    # Kinetics normalisation of X3D's published weights; input video is in [0, 1].
+    mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
+    std: tuple[float, float, float] = (0.225, 0.225, 0.225)
+
+    def __post_init__(self) -> None:
+        _positive(self, "frames", "crop_size", "embed_dim", "width_factor", "depth_factor",
+                  "bottleneck_factor", "stem_dim", "head_dim")
+        if self.crop_size % 32 != 0:
+            _fail(self, "crop_size", "a multiple of 32 (X3D's total spatial stride)", self.crop_size)
+        if not 0.0 <= self.dropout < 1.0:
+            _fail(self, "dropout", "in [0, 1)", self.dropout)
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            _fail(self, "mean/std", "three values with std > 0", (self.mean, self.std))
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """f_a: a ResNet-18 (BasicBlock, [2, 2, 2, 2]) on 1-channel log-mel [n_mels, T] plus a linear layer to d.
+
+    ``checkpoint`` is a local path to a state dict in this encoder's layout, which
+    is torchvision's ResNet layout (``conv1``, ``bn1``, ``layer1.0.conv1`` ...);
+    a 3-channel ``conv1`` is summed over its input channels; ``fc``/``proj`` are not loaded.
+    """
+
+    n_mels: int = 128
+    frames: int = 64
+    embed_dim: int = 512
+    widths: tuple[int, ...] = (64, 128, 256, 512)
+    blocks: tuple[int, ...] = (2, 2, 2, 2)
+    checkpoint: str | None = None
+    # Fixed affine normalisation of the dB input (power_to_db with ref=1, silence at -100 dB).
+    input_mean_db: float = -40.0
+    input_std_db: float = 20.0
+
+    def __post_init__(self) -> None:
+        _positive(self, "n_mels", "frames", "embed_dim", "input_std_db")
+        if len(self.widths) != 4 or min(self.widths) <= 0:
+            _fail(self, "widths", "four positive ints", self.widths)
+        if len(self.blocks) != 4 or min(self.blocks) <= 0:
+            _fail(self, "blocks", "four positive ints", self.blocks)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    visual: VisualConfig = field(default_factory=VisualConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+
+    def __post_init__(self) -> None:
+        if self.visual.embed_dim != self.audio.embed_dim:
+            _fail(self, "visual.embed_dim/audio.embed_dim", "equal (one shared space)",
+                  (self.visual.embed_dim, self.audio.embed_dim))
+
+    @property
+    def embed_dim(self) -> int:
+        return self.visual.embed_dim
+
+    @classmethod
+    def tiny(cls, embed_dim: int = 16, crop_size: int = 32, n_mels: int = 128, frames: int = 64) -> "ModelConfig":
+        """A few-thousand-parameter model with the real architecture, for tests."""
+        return cls(
+            visual=VisualConfig(crop_size=crop_size, embed_dim=embed_dim, width_factor=1.0, depth_factor=0.5,
+                                bottleneck_factor=1.0, stem_dim=4, head_dim=32, dropout=0.0),
+            audio=AudioConfig(n_mels=n_mels, frames=frames, embed_dim=embed_dim, widths=(4, 8, 8, 16),
+                              blocks=(1, 1, 1, 1)),
+        )
+
+
+@dataclass(frozen=True)
+class PairConfig:
+    """TPG/EPG pair labels (DESIGN §4).
+
+    tau: TPG positive iff same stream and |t_i - t_j| <= tau seconds.
+    mining: EPG rule; k: neighbours per modality for ``topk``/``consensus``;
+    quantile: batch quantile of same-modality distances for ``quantile``.
+    cap: most mined positives per anchor (None = no cap; memory then grows with the bank).
+    mined_weight: w, the loss weight of mined positives (aligned positives weigh 1).
+    exclusion_window: W; same-stream candidates within ±W s are never mined.
+    mined_as: ``positive`` (attract, the paper) or ``ignore`` (only drop from the negatives).
+    warmup_epochs: epochs of TPG labels before mining starts.
+    enabled: False gives the TPG baseline (no mining at all).
+    """
+
+    enabled: bool = True
+    tau: int = 0
+    mining: MiningRule = "topk"
+    k: int = 4
+    quantile: float = 0.01
+    cap: int | None = 8
+    mined_weight: float = 1.0
+    exclusion_window: int = 10
+    mined_as: MinedAs = "positive"
+    warmup_epochs: int = 1
+
+    def __post_init__(self) -> None:
+        _non_negative(self, "tau", "mined_weight", "exclusion_window", "warmup_epochs")
+        _positive(self, "k")
+        _one_of(self, "mining", MINING_RULES)
+        _one_of(self, "mined_as", MINED_AS)
+        if not 0.0 < self.quantile < 1.0:
+            _fail(self, "quantile", "in (0, 1)", self.quantile)
+        if self.cap is not None and self.cap < 1:
+            _fail(self, "cap", ">= 1 or None", self.cap)
+        if self.exclusion_window < self.tau:
+            _fail(self, "exclusion_window", f">= tau ({self.tau}) so TPG positives are never mined", self.exclusion_window)
+
+    def mining_active(self, epoch: int) -> bool:
+        """Whether EPG mining runs in ``epoch`` (0-based); before that, TPG labels only."""
+        return self.enabled and epoch >= self.warmup_epochs
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Distance D (Eq. 5) and the multi-positive margin loss (Eq. 4).
+
+    lam: λ of D = λ·‖x−y‖ + (1−λ)·(1−cos). margin: m.
+    negative_weight: weight of the negative term (the P/N weighting; positives weigh 1 and w).
+    """
+
+    lam: float = 0.5
+    margin: float = 1.0
+    negative_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.lam <= 1.0:
+            _fail(self, "lam", "in [0, 1]", self.lam)
+        _positive(self, "margin")
+        _non_negative(self, "negative_weight")
+
+
+@dataclass(frozen=True)
+class BankConfig:
+    """FIFO bank of the last ``size`` gathered samples (0 = no bank); distances in chunks of ``chunk_size`` candidates."""
+
+    size: int = 16_384
+    chunk_size: int = 8_192
+
+    def __post_init__(self) -> None:
+        _non_negative(self, "size")
+        _positive(self, "chunk_size")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation (DESIGN §4), on by default for TPG and EPG alike.
+
+    Visual (video in [0, 1]): brightness ±, contrast ×[1−c, 1+c], per-channel colour gain
+    ×[1−g, 1+g], spatial shift up to ``shift`` of the crop side (reflect padding).
+    Audio (log-mel dB): gain ±dB; with probability noise_p, white noise at a level in
+    [noise_db_min, noise_db_max] dB per mel bin, added in the power domain (white noise
+    at -60 dBFS reads about -45 dB in ``epg.features.log_mel``); ``time_masks`` masks of
+    up to ``time_mask`` frames and ``freq_masks`` of up to ``freq_mask`` mel bins
+    (filled with the clip's mean).
+    """
+
+    enabled: bool = True
+    brightness: float = 0.2
+    contrast: float = 0.2
+    color: float = 0.1
+    shift: float = 0.1
+    gain_db: float = 6.0
+    noise_p: float = 0.5
+    noise_db_min: float = -50.0
+    noise_db_max: float = -20.0
+    time_masks: int = 1
+    time_mask: int = 8
+    freq_masks: int = 1
+    freq_mask: int = 16
+
+    def __post_init__(self) -> None:
+        _non_negative(self, "brightness", "contrast", "color", "shift", "gain_db", "noise_p",
+                      "time_masks", "time_mask", "freq_masks", "freq_mask")
+        for name in ("contrast", "color"):
+            if getattr(self, name) >= 1:
+                _fail(self, name, "< 1", getattr(self, name))
+        if self.shift >= 0.5:
+            _fail(self, "shift", "< 0.5", self.shift)
+        if self.noise_p > 1:
+            _fail(self, "noise_p", "<= 1", self.noise_p)
+        if self.noise_db_min > self.noise_db_max:
+            _fail(self, "noise_db_min", f"<= noise_db_max ({self.noise_db_max})", self.noise_db_min)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimisation: separate learning rate and weight decay per encoder, and the schedule.
+
+    schedule ``audio_first``: f_a alone (f_v frozen) for ``audio_only_epochs``, then joint;
+    ``joint``: both from the start.
+    """
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr_visual: float = 1e-4
+    lr_audio: float = 1e-3
+    weight_decay_visual: float = 1e-4
+    weight_decay_audio: float = 1e-4
+    schedule: Schedule = "audio_first"
+    audio_only_epochs: int = 1
+    grad_clip_norm: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _positive(self, "epochs", "batch_size", "lr_visual", "lr_audio")
+        _non_negative(self, "weight_decay_visual", "weight_decay_audio", "audio_only_epochs")
+        _one_of(self, "schedule", SCHEDULES)
+        if self.grad_clip_norm is not None and self.grad_clip_norm <= 0:
+            _fail(self, "grad_clip_norm", "> 0 or None", self.grad_clip_norm)
+
+    def train_visual(self, epoch: int) -> bool:
+        """Whether f_v is trained in ``epoch`` (0-based)."""
+        return self.schedule == "joint" or epoch >= self.audio_only_epochs
+
+
+@dataclass(frozen=True)
+class EPGConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pairs: PairConfig = field(default_factory=PairConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    bank: BankConfig = field(default_factory=BankConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples become lists), for run records and YAML."""
+        return _to_plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "EPGConfig":
+        """Inverse of ``to_dict``; missing fields take defaults, unknown fields are an error naming them."""
+        return _from_dict(cls, data, "EPGConfig")
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+T = TypeVar("T")
+
+
+def _from_dict(cls: type[T], data: Mapping[str, Any], path: str) -> T:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{path} must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"{path}: unknown field(s) {unknown}; known: {sorted(fields)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else fields[name].default  # type: ignore[misc]
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _from_dict(type(default), value, f"{path}.{name}")
+        elif isinstance(default, tuple) and isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
