@@ -50,11 +50,15 @@ def main(argv: list[str] | None = None) -> int:
             fallback_backend=not args.no_fallback,
             decode_threads=args.decode_threads,
         )
+    except ValueError as exc:
+        print(f"ingest: error: {exc}", file=sys.stderr)
+        return 2
+    try:
         summary = run_ingest(
             args.input, args.output, config, overwrite=args.overwrite, show_progress=not args.quiet,
             ray_address=args.address,
         )
-    except (InputError, ValueError) as exc:
+    except InputError as exc:
         print(f"ingest: error: {exc}", file=sys.stderr)
         return 2
     print(summary.format())

@@ -40,14 +40,14 @@ def read_audio(uri: str, info: VideoInfo, start: int, seconds: int, sample_rate:
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         seek_to = start - PREROLL_SECONDS
         if seek_to > 0:
-            container.seek(int((seek_to + info.origin) / stream.time_base), stream=stream, backward=True)
+            container.seek(int(info.container_time(seek_to) / stream.time_base), stream=stream, backward=True)
         position: int | None = None  # next output sample, relative to the window start
         expected_time: float | None = None
         try:
             for frame in container.decode(stream):
                 if frame.time is None:
                     continue
-                frame_time = frame.time - info.origin
+                frame_time = info.timeline(frame.time)
                 if frame_time >= end:
                     break
                 if expected_time is None or abs(frame_time - expected_time) > GAP_SECONDS:

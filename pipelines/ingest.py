@@ -28,6 +28,7 @@ import ray
 from tqdm import tqdm
 
 from pipelines.clips import clips_schema
+from pipelines.frames import stream_backend
 from pipelines.ingest_config import IngestConfig
 from pipelines.manifest import (
     STATUS_COMPLETE,
@@ -37,7 +38,7 @@ from pipelines.manifest import (
     stream_dir,
 )
 from pipelines.probe import MediaError, VideoInfo, probe
-from pipelines.sources import VideoSource, resolve_inputs
+from pipelines.sources import VideoSource, filesystem_from_uri, resolve_inputs
 from pipelines.storage import OutputStore
 from pipelines.window_task import WindowResult, WindowTask, decode_window_row
 
@@ -124,10 +125,30 @@ def _source_key(source: VideoSource) -> str:
     if source.is_local:
         fs, path = pafs.LocalFileSystem(), source.uri
     else:
-        fs, path = pafs.FileSystem.from_uri(source.uri)
+        fs, path = filesystem_from_uri(source.uri)
     info = fs.get_file_info(path)
     blob = f"{source.uri}|{info.size}|{info.mtime_ns}".encode()
     return hashlib.sha256(blob).hexdigest()[:10]
+
+
+def staging_dir(store: OutputStore, source: VideoSource, config: IngestConfig) -> str:
+    """Where a stream's window parts wait for compaction. Keyed by the config
+    hash and the source file, so a changed file or config never reuses them."""
+    return store.path(STAGING, source.stream_id, f"{config.output_hash()}-{_source_key(source)}")
+
+
+def staged_part(store: OutputStore, source: VideoSource, config: IngestConfig, start: int, seconds: int) -> str:
+    """One window's part; named by start and length, so a resume with another
+    window size never mixes overlapping parts."""
+    return f"{staging_dir(store, source, config)}/w-{start:09d}-{seconds:05d}.parquet"
+
+
+def _remove_temporaries(store: OutputStore, directory: str) -> None:
+    """Drop half-written files an interrupted run left in a directory tree."""
+    infos = store.fs.get_file_info(pafs.FileSelector(directory, recursive=True, allow_not_found=True))
+    for info in infos:
+        if info.is_file and info.base_name.startswith(".tmp-"):
+            store.delete_file(info.path)
 
 
 def _windows(info: VideoInfo, window_seconds: int) -> list[tuple[int, int]]:
@@ -183,6 +204,9 @@ def run_ingest(
     input_errors: list[str] = []
 
     def fail(manifest: StreamManifest, errors: list[str]) -> None:
+        """A failed stream publishes no rows: its shards go, its manifest says why."""
+        for shard in store.list_files(stream_dir(store, manifest.stream_id), ".parquet"):
+            store.delete_file(shard)
         manifest.status, manifest.errors = STATUS_FAILED, errors
         manifest.rows, manifest.files = 0, []
         manifest.save(store)
@@ -192,23 +216,35 @@ def run_ingest(
         return StreamManifest(stream_id, uri, STATUS_RUNNING, config_hash, config.to_dict(), frame_backend=config.frame_backend)
 
     for missing in resolved.missing:
-        if missing.stream_id is None:
+        previous = StreamManifest.load(store, missing.stream_id) if missing.stream_id else None
+        if missing.stream_id is None or (previous is not None and previous.status == STATUS_COMPLETE):
+            # Nothing to attach it to, or clips of an earlier run that must not be lost.
             input_errors.append(f"{missing.uri}: {missing.reason}")
         else:
             fail(new_manifest(missing.stream_id, missing.uri), [f"{missing.uri}: {missing.reason}"])
 
     pending: list[VideoSource] = []
+    source_keys: dict[str, str] = {}
     for source in resolved.sources:
+        key = source_keys[source.stream_id] = _source_key(source)
         previous = StreamManifest.load(store, source.stream_id)
-        if previous is not None and previous.is_complete_for(config_hash) and not overwrite:
-            info = previous.info or {}
-            outcomes[source.stream_id] = StreamOutcome(
-                source.stream_id, source.uri, "skipped", previous.rows, float(info.get("duration", 0.0))
-            )
-            continue
-        if overwrite:
-            store.delete_dir(stream_dir(store, source.stream_id))
+        if previous is not None and not overwrite:
+            if previous.is_complete_for(config_hash, source.uri, key):
+                info = previous.info or {}
+                outcomes[source.stream_id] = StreamOutcome(
+                    source.stream_id, source.uri, "skipped", previous.rows, float(info.get("duration", 0.0))
+                )
+                continue
+            if previous.status == STATUS_COMPLETE and previous.source != source.uri:
+                input_errors.append(
+                    f"{source.uri}: stream id {source.stream_id!r} was already ingested from {previous.source}; "
+                    "rename the file or pass --overwrite"
+                )
+                continue
+        if overwrite:  # old shards stay readable until the new ones replace them
             store.delete_dir(store.path(STAGING, source.stream_id))
+        _remove_temporaries(store, stream_dir(store, source.stream_id))
+        _remove_temporaries(store, store.path(STAGING, source.stream_id))
         pending.append(source)
 
     if pending:
@@ -228,14 +264,15 @@ def run_ingest(
             fail(manifest, [row["error"]])
             continue
         info = VideoInfo.from_dict(json.loads(row["info_json"]))
-        manifest.info = info.to_dict()
+        manifest.info, manifest.source_key = info.to_dict(), source_keys[source.stream_id]
+        backend, why = stream_backend(config.frame_backend, info, source.local_path)
+        manifest.frame_backend, manifest.warnings = backend, [why] if why else []
         manifest.save(store)
         manifests[source.stream_id], infos[source.stream_id] = manifest, info
-        staging = store.path(STAGING, source.stream_id, f"{config_hash}-{_source_key(source)}")
-        done = set(store.list_files(staging, ".parquet"))
+        done = set(store.list_files(staging_dir(store, source, config), ".parquet"))
         staged[source.stream_id] = []
         for start, seconds in _windows(info, config.window_seconds):
-            part = f"{staging}/w-{start:09d}.parquet"
+            part = staged_part(store, source, config, start, seconds)
             staged[source.stream_id].append(part)
             if part not in done:
                 tasks.append(
@@ -246,6 +283,7 @@ def run_ingest(
                         "seconds": seconds,
                         "part_path": part,
                         "info_json": row["info_json"],
+                        "backend": backend,
                     }
                 )
 
@@ -264,8 +302,8 @@ def run_ingest(
     compactions: list[dict] = []
     for stream_id, manifest in manifests.items():
         info = infos[stream_id]
-        errors, warnings = _check_windows(stream_id, info, tasks, by_stream[stream_id], staged[stream_id], store)
-        manifest.warnings = warnings
+        errors, warnings = _check_windows(manifest.source, info, tasks, by_stream[stream_id], staged[stream_id], store)
+        manifest.warnings += warnings
         for result in by_stream[stream_id]:
             if result.backend:
                 manifest.windows_by_backend[result.backend] = manifest.windows_by_backend.get(result.backend, 0) + 1
@@ -311,12 +349,15 @@ def run_ingest(
             stream_id, manifest.source, STATUS_COMPLETE, manifest.rows, infos[stream_id].duration
         )
 
+    staging_root = store.path(STAGING)
+    if store.exists(staging_root) and not store.fs.get_file_info(pafs.FileSelector(staging_root, recursive=True)):
+        store.delete_dir(staging_root)
     ordered = [outcomes[k] for k in sorted(outcomes)]
     return IngestSummary(output, config_hash, ordered, input_errors, time.perf_counter() - began)
 
 
 def _check_windows(
-    stream_id: str,
+    source: str,
     info: VideoInfo,
     tasks: list[dict],
     results: list[WindowResult],
@@ -325,22 +366,22 @@ def _check_windows(
 ) -> tuple[list[str], list[str]]:
     """Errors that fail the stream, and warnings worth keeping in its manifest."""
     errors = [r.error for r in results if not r.ok]
-    expected = {t["start"] for t in tasks if t["stream_id"] == stream_id}
+    expected = {t["start"] for t in tasks if t["uri"] == source}
     lost = sorted(expected - {r.start for r in results})
-    errors += [f"window {s} s: its worker died while decoding (crashed decoder?)" for s in lost]
+    errors += [f"{source}: window {s} s: its worker died while decoding (crashed decoder?)" for s in lost]
     warnings = [f"window {r.start} s: {r.fallback}" for r in results if r.fallback]
     warnings += [f"window {r.start} s: {r.audio_warning}" for r in results if r.audio_warning]
     if errors:
         return errors, warnings
     missing_parts = [p for p in parts if not store.exists(p)]
     if missing_parts:
-        return [f"staged part missing: {p}" for p in missing_parts], warnings
+        return [f"{source}: staged part missing: {p}" for p in missing_parts], warnings
     ends = [r.media_end for r in results if not math.isnan(r.media_end)]
     if results and len(results) == len(expected) and len(expected) == len(parts):
         media_end = max(ends) if ends else 0.0
         if info.duration_source == "header" and media_end < info.duration - TRUNCATION_SLACK_SECONDS:
             errors.append(
-                f"truncated recording: audio and video end at {media_end:.1f} s but the header says "
+                f"{source}: truncated recording: audio and video end at {media_end:.1f} s but the header says "
                 f"{info.duration:.1f} s"
             )
     return errors, warnings

@@ -28,6 +28,7 @@ class StreamManifest:
     config_hash: str
     config: dict
     info: dict | None = None  # VideoInfo: duration, fps, sample rate, codecs ...
+    source_key: str = ""  # changes when the source file is replaced (path, size, mtime)
     rows: int = 0
     files: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -38,8 +39,14 @@ class StreamManifest:
     seconds_without_video: int = 0
     updated_at: float = field(default_factory=time.time)
 
-    def is_complete_for(self, config_hash: str) -> bool:
-        return self.status == STATUS_COMPLETE and self.config_hash == config_hash
+    def is_complete_for(self, config_hash: str, source: str, source_key: str) -> bool:
+        """Complete for these settings and this very file (not a replaced one)."""
+        return (
+            self.status == STATUS_COMPLETE
+            and self.config_hash == config_hash
+            and self.source == source
+            and self.source_key == source_key
+        )
 
     def save(self, store: OutputStore) -> None:
         self.updated_at = time.time()

@@ -12,6 +12,7 @@ import fnmatch
 import glob
 import os
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -59,6 +60,12 @@ class ResolvedInputs:
     missing: list[MissingInput]
 
 
+def filesystem_from_uri(uri: str) -> tuple[pafs.FileSystem, str]:
+    """The one place a URI becomes (filesystem, path); tests swap it to reach
+    the remote-file code paths without a network."""
+    return pafs.FileSystem.from_uri(uri)
+
+
 def stream_id_of(path: str) -> str:
     return Path(path.rstrip("/")).stem
 
@@ -91,17 +98,26 @@ def _resolve_local(item: str) -> tuple[list[str], MissingInput | None]:
 def _resolve_uri(item: str) -> tuple[list[str], MissingInput | None]:
     scheme = item.split("://", 1)[0]
     try:
-        fs, path = pafs.FileSystem.from_uri(item)
+        fs, path = filesystem_from_uri(item)
     except Exception as exc:  # pyarrow raises several types for bad URIs
         return [], MissingInput(item, None, f"cannot open filesystem URI: {exc}")
     local = isinstance(fs, pafs.LocalFileSystem)
+    parts = urlsplit(item)
+    query = f"?{parts.query}" if parts.query else ""
 
     def as_uri(p: str) -> str:
-        return os.path.abspath(p) if local else f"{scheme}://{p}"
+        """Rebuild a URI for path p that keeps the host and options of the input
+        (e.g. s3://bucket/key?endpoint_override=..., hdfs://host:port/path)."""
+        if local:
+            return os.path.abspath(p)
+        host = "" if p.startswith(parts.netloc) else parts.netloc
+        return f"{scheme}://{host}{p}{query}"
 
     if any(c in path for c in _GLOB_CHARS):
         base = path
         while any(c in base for c in _GLOB_CHARS):
+            if "/" not in base:
+                return [], MissingInput(item, None, "a glob in the bucket or host name is not supported")
             base = base.rsplit("/", 1)[0]
         infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
         matches = sorted(i.path for i in infos if i.is_file and fnmatch.fnmatch(i.path, path) and _is_video(i.path))
@@ -148,7 +164,7 @@ def open_source(uri: str) -> Iterator[str | IO[bytes]]:
     if "://" not in uri:
         yield uri
         return
-    fs, path = pafs.FileSystem.from_uri(uri)
+    fs, path = filesystem_from_uri(uri)
     if isinstance(fs, pafs.LocalFileSystem):
         yield path
         return

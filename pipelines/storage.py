@@ -36,7 +36,9 @@ class OutputStore:
     def fs(self) -> pafs.FileSystem:
         if self._fs is None:
             if "://" in self.root:
-                self._fs, self._base = pafs.FileSystem.from_uri(self.root)
+                from pipelines.sources import filesystem_from_uri
+
+                self._fs, self._base = filesystem_from_uri(self.root)
             else:
                 import os
 

@@ -30,6 +30,7 @@ class WindowTask:
     seconds: int
     part_path: str  # staged Parquet part this window writes
     info_json: str  # VideoInfo as JSON (travels through Ray Data rows as a plain string)
+    backend: str = ""  # frame backend chosen for the stream ("" = the configured one)
 
 
 @dataclass
@@ -51,9 +52,10 @@ class WindowResult:
 
 def _frames_with_fallback(task: WindowTask, info: VideoInfo, config: IngestConfig, targets: np.ndarray):
     source = VideoSource(uri=task.uri, stream_id=task.stream_id)
-    order = [config.frame_backend]
+    first = task.backend or config.frame_backend
+    order = [first]
     if config.fallback_backend:
-        order += [b for b in FRAME_BACKENDS if b != config.frame_backend]
+        order += [b for b in FRAME_BACKENDS if b != first]
     problems = []
     for backend in order:
         try:
@@ -106,5 +108,5 @@ def _last_covered(audio: WindowAudio, start: int) -> float:
 
 def decode_window_row(row: dict, config: IngestConfig, store: OutputStore) -> dict:
     """Ray Data adapter: a task row in, a result row out."""
-    task = WindowTask(**{k: row[k] for k in WindowTask.__dataclass_fields__})
+    task = WindowTask(**{k: row[k] for k in WindowTask.__dataclass_fields__ if k in row})
     return asdict(decode_window(task, config, store))

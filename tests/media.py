@@ -37,6 +37,8 @@ class Pattern:
     audio_gap: tuple[float, float] | None = None  # no audio packets in [a, b)
     vfr_jitter: float = 0.0  # random +- jitter of frame times (variable frame rate)
     video_start: float = 0.0  # first video frame time
+    offset: float = 0.0  # both streams' timestamps start here (a non-zero container start)
+    b_frames: int = 0  # encoder B-frames (AVI then has packets without pts)
     extra: dict = field(default_factory=dict)
 
 
@@ -60,6 +62,8 @@ def write_pattern(path: Path, p: Pattern) -> Path:
         vstream.time_base = time_base
         vstream.codec_context.time_base = time_base
         _video_codec_settings(vstream, p.vcodec)
+        if p.b_frames:
+            vstream.codec_context.max_b_frames = p.b_frames
     if p.acodec:
         astream = container.add_stream(p.acodec, rate=p.sample_rate)
         if p.acodec == "vorbis":
@@ -75,9 +79,9 @@ def write_pattern(path: Path, p: Pattern) -> Path:
             t = p.video_start + i / p.fps
             if p.vfr_jitter:
                 t += float(rng.uniform(-p.vfr_jitter, p.vfr_jitter))
-            ms = max(int(round(t * 1000)), last_ms + 1)
+            ms = max(int(round((t + p.offset) * 1000)), last_ms + 1)
             last_ms = ms
-            shown = ms / 1000
+            shown = ms / 1000 - p.offset
             white = any(s <= shown < s + FLASH_SECONDS for s in p.flash_at)
             img = np.full((h, w, 3), 255 if white else DARK, dtype=np.uint8)
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
@@ -115,7 +119,7 @@ def write_pattern(path: Path, p: Pattern) -> Path:
                 samples = samples.T.reshape(1, -1)
             frame = av.AudioFrame.from_ndarray(_to_format(samples, fmt), format=fmt, layout=layout)
             frame.sample_rate = sr
-            frame.pts = pos
+            frame.pts = pos + int(round(p.offset * sr))
             frame.time_base = Fraction(1, sr)
             for packet in astream.encode(frame):
                 container.mux(packet)

@@ -1,0 +1,168 @@
+"""Ingest throughput against decode-only of the same file, in one run.
+
+    python bench/ingest.py                       # 10- and 60-minute 1280x720 30 fps streams
+    python bench/ingest.py --minutes 10          # only the 10-minute stream
+
+For each stream (made once by the synthetic generator and cached under
+--cache), on the same cores and in the same run:
+- decode-only anchor: PyAV decodes every video and audio frame of the file
+  (codec threads on all cores), nothing else (the `ffmpeg -i F -f null -`
+  equivalent; the ffmpeg binary is timed too when it is installed);
+- ingest with each frame backend: the real Ray Data pipeline (probe, window
+  decode, crops, JPEG, log-mel, Parquet) on a local Ray with all cores.
+Prints footage seconds per wall second, the ratio ingest / decode-only
+(target <= 1.3) and peak memory: the anchor's RSS, and the peak of the sum of
+all Ray worker RSS during ingest (target: flat from 10 to 60 minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import psutil  # noqa: E402
+import ray  # noqa: E402
+
+from pipelines.ingest import WORKER_ENV, ensure_ray, run_ingest  # noqa: E402
+from pipelines.ingest_config import IngestConfig  # noqa: E402
+from pipelines.synthetic import SyntheticConfig, generate  # noqa: E402
+
+DECODE_ONLY = """
+import sys, time, av
+t0 = time.perf_counter()
+with av.open(sys.argv[1]) as c:
+    c.streams.video[0].thread_type = "AUTO"
+    for frame in c.decode(video=0, audio=0):
+        pass
+print(time.perf_counter() - t0)
+"""
+
+
+def stream_for(minutes: float, cache: Path) -> Path:
+    folder = cache / f"720p30-{minutes:g}min"
+    video = folder / "train.mp4"
+    if not video.exists():
+        print(f"generating {minutes:g} min of 1280x720 30 fps footage into {folder} ...", flush=True)
+        generate(SyntheticConfig(out=folder, minutes=minutes, seed=1, size=(1280, 720), fps=30.0, views=("train",)))
+    return video
+
+
+def decode_only(video: Path) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of a fresh process decoding the file."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    done = subprocess.run([sys.executable, "-c", DECODE_ONLY, str(video)], capture_output=True, text=True, check=True)
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return float(done.stdout.strip()), max(peak_kb, before) / 1024
+
+
+def ffmpeg_decode(video: Path) -> float | None:
+    if shutil.which("ffmpeg") is None:
+        return None
+    t0 = time.perf_counter()
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(video), "-f", "null", "-"], check=True)
+    return time.perf_counter() - t0
+
+
+def _raylet() -> psutil.Process:
+    """This run's raylet: its children are this run's workers (not those of
+    any other Ray on the machine)."""
+    node = ray._private.worker._global_node
+    return psutil.Process(node.all_processes["raylet"][0].process.pid)
+
+
+class WorkerMemory:
+    """Samples, in the background, the summed RSS of this Ray's worker processes
+    and the largest single worker's RSS."""
+
+    def __init__(self, interval: float = 0.2):
+        self.interval, self.peak, self.peak_one, self._stop = interval, 0.0, 0.0, threading.Event()
+        self._raylet = _raylet()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            sizes = []
+            for proc in self._raylet.children(recursive=True):
+                try:
+                    if " ".join(proc.cmdline()).startswith("ray::"):
+                        sizes.append(proc.memory_info().rss / 2**20)
+                except psutil.Error:
+                    continue
+            self.peak = max(self.peak, sum(sizes))
+            self.peak_one = max([self.peak_one, *sizes])
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "WorkerMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def ingest(video: Path, backend: str, work: Path) -> tuple[float, float, float, int]:
+    out = work / f"clips-{backend}-{video.parent.name}"
+    shutil.rmtree(out, ignore_errors=True)
+    config = IngestConfig(frame_backend=backend, fallback_backend=False)
+    with WorkerMemory() as memory:
+        summary = run_ingest([str(video)], str(out), config, show_progress=False)
+    if not summary.ok:
+        raise SystemExit(summary.format())
+    shutil.rmtree(out, ignore_errors=True)
+    return summary.wall_seconds, memory.peak, memory.peak_one, summary.clips
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, nargs="+", default=[10.0, 60.0])
+    parser.add_argument("--backends", nargs="+", default=["pyav", "decord"])
+    parser.add_argument("--cache", type=Path, default=Path("out/bench"))
+    args = parser.parse_args()
+
+    cpus = os.cpu_count() or 1
+    ray.init(num_cpus=cpus, include_dashboard=False, runtime_env={"env_vars": WORKER_ENV}, log_to_driver=False)
+    ensure_ray()
+    work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    # Warm-up: workers import librosa/numba once, outside the timed runs.
+    warm = stream_for(0.5, args.cache)
+    for backend in args.backends:
+        ingest(warm, backend, work)
+
+    rows = []
+    for minutes in args.minutes:
+        video = stream_for(minutes, args.cache)
+        seconds = minutes * 60
+        anchor_s, anchor_mb = decode_only(video)
+        ff = ffmpeg_decode(video)
+        rows.append((f"{minutes:g} min", "decode-only (PyAV)", anchor_s, seconds / anchor_s, 1.0, anchor_mb, anchor_mb))
+        if ff is not None:
+            nan = float("nan")
+            rows.append((f"{minutes:g} min", "decode-only (ffmpeg)", ff, seconds / ff, ff / anchor_s, nan, nan))
+        for backend in args.backends:
+            wall, peak, peak_one, clips = ingest(video, backend, work)
+            assert clips == int(seconds), (clips, seconds)
+            rows.append((f"{minutes:g} min", f"ingest ({backend})", wall, seconds / wall, wall / anchor_s, peak, peak_one))
+
+    print(f"\ningest vs decode-only, 1280x720 30 fps H.264 + AAC, {cpus} CPU(s), same run")
+    print(f"{'stream':<8} {'what':<22} {'wall s':>8} {'footage s/s':>12} {'x decode':>9} {'peak MB':>9} {'1 proc MB':>9}")
+    for stream, what, wall, rate, ratio, mb, one in rows:
+        print(f"{stream:<8} {what:<22} {wall:8.1f} {rate:12.1f} {ratio:9.2f} {mb:9.0f} {one:9.0f}")
+    print("peak MB: decode-only = that process's max RSS; ingest = peak of the summed RSS of this Ray's")
+    print("worker processes (all 'ray::' children of its raylet); 1 proc MB = the largest single worker")
+    shutil.rmtree(work, ignore_errors=True)
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
