@@ -111,6 +111,18 @@ class WorkerMemory:
         self._thread.join()
 
 
+def fresh_ray(backend: str, warm: Path, work: Path) -> None:
+    """A new local Ray per measurement, warmed up on a short file: workers have
+    imported librosa/numba, and no state (e.g. decord's per-worker reader
+    cache) is carried over from an earlier measurement."""
+    if ray.is_initialized():
+        ray.shutdown()
+    cpus = os.cpu_count() or 1
+    ray.init(num_cpus=cpus, include_dashboard=False, runtime_env={"env_vars": WORKER_ENV}, log_to_driver=False)
+    ensure_ray()
+    ingest(warm, backend, work)
+
+
 def ingest(video: Path, backend: str, work: Path) -> tuple[float, float, float, int]:
     out = work / f"clips-{backend}-{video.parent.name}"
     shutil.rmtree(out, ignore_errors=True)
@@ -131,13 +143,8 @@ def main() -> None:
     args = parser.parse_args()
 
     cpus = os.cpu_count() or 1
-    ray.init(num_cpus=cpus, include_dashboard=False, runtime_env={"env_vars": WORKER_ENV}, log_to_driver=False)
-    ensure_ray()
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    # Warm-up: workers import librosa/numba once, outside the timed runs.
     warm = stream_for(0.5, args.cache)
-    for backend in args.backends:
-        ingest(warm, backend, work)
 
     rows = []
     for minutes in args.minutes:
@@ -150,6 +157,7 @@ def main() -> None:
             nan = float("nan")
             rows.append((f"{minutes:g} min", "decode-only (ffmpeg)", ff, seconds / ff, ff / anchor_s, nan, nan))
         for backend in args.backends:
+            fresh_ray(backend, warm, work)
             wall, peak, peak_one, clips = ingest(video, backend, work)
             assert clips == int(seconds), (clips, seconds)
             rows.append((f"{minutes:g} min", f"ingest ({backend})", wall, seconds / wall, wall / anchor_s, peak, peak_one))

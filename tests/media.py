@@ -130,6 +130,23 @@ def write_pattern(path: Path, p: Pattern) -> Path:
     return path
 
 
+def write_frames(path: Path, images: list[np.ndarray], fps: int, fmt: str | None = None, options: dict | None = None) -> Path:
+    """A video-only H.264 file of the given RGB images, one per 1/fps s."""
+    container = av.open(str(path), "w", format=fmt, options=options or {})
+    stream = container.add_stream("libx264", rate=fps)
+    stream.height, stream.width = images[0].shape[:2]
+    stream.pix_fmt = "yuv420p"
+    for i, img in enumerate(images):
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        frame.pts = i
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return path
+
+
 def _to_format(samples: np.ndarray, fmt: str) -> np.ndarray:
     """Float samples in [-1, 1] as the sample format an encoder wants."""
     base = fmt.rstrip("p")

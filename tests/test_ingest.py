@@ -25,7 +25,7 @@ from pipelines.manifest import StreamManifest
 from pipelines.sources import InputError
 from pipelines.storage import OutputStore
 from tests.conftest import REPO
-from tests.media import DARK, Pattern, write_pattern
+from tests.media import DARK, Pattern, write_frames, write_pattern
 
 CROP = 64  # small crops keep the tests fast; the default (160) is checked on the schema
 F = 5
@@ -155,27 +155,13 @@ def test_crops_sit_at_both_ends_of_the_longer_side(ray_local, tmp_path):
     """Landscape crops are the left and right squares, portrait crops the top and bottom ones."""
     out = tmp_path / "clips"
     sources = []
-    for name, size in (("wide", (192, 96)), ("tall", (96, 192))):
-        path = tmp_path / f"{name}.mp4"
-        container = av.open(str(path), "w")
-        stream = container.add_stream("libx264", rate=5)
-        stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
+    for name, size in (("wide", (192, 96)), ("tall", (98, 202))):
         img = np.zeros((size[1], size[0], 3), dtype=np.uint8)
-        half = size[0] // 2 if size[0] > size[1] else size[1] // 2
         if size[0] > size[1]:
-            img[:, half:] = 255  # right half white
+            img[:, size[0] // 2 :] = 255  # right half white
         else:
-            img[half:, :] = 255  # bottom half white
-        for i in range(10):
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-        container.close()
-        sources.append(str(path))
+            img[size[1] // 2 :, :] = 255  # bottom half white
+        sources.append(str(write_frames(tmp_path / f"{name}.mp4", [img] * 10, fps=5)))
     summary = run_ingest(sources, str(out), small_config())
     assert summary.ok, summary.format()
     for name in ("wide", "tall"):
@@ -288,18 +274,8 @@ def test_audio_gap_and_early_end_keep_rows(ray_local, tmp_path):
 
 def _write_live_mkv(path: Path) -> Path:
     """A matroska file written as a live stream: no duration in its header."""
-    container = av.open(str(path), "w", format="matroska", options={"live": "1"})
-    stream = container.add_stream("libx264", rate=10)
-    stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
-    for i in range(55):
-        light = 255 if 30 <= i < 34 else DARK
-        frame = av.VideoFrame.from_ndarray(np.full((64, 96, 3), light, dtype=np.uint8), format="rgb24")
-        frame.pts = i
-        for packet in stream.encode(frame):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
+    images = [np.full((64, 96, 3), 255 if 30 <= i < 34 else DARK, dtype=np.uint8) for i in range(55)]
+    write_frames(path, images, fps=10, fmt="matroska", options={"live": "1"})
     return path
 
 
