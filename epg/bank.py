@@ -146,14 +146,24 @@ class EmbeddingBank:
     def state_dict(self) -> dict[str, Any]:
         stored = self.samples()
         rows = {} if stored is None else {"v": stored.v, "a": stored.a, "stream": stored.stream, "t": stored.t, "label": stored.label}
-        return {"capacity": self.capacity, **rows}
+        # The block layout is the loss's candidate chunking: restoring it keeps a resumed run bit-identical.
+        return {"capacity": self.capacity, "block_sizes": [len(block) for block in self.blocks], **rows}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if int(state["capacity"]) != self.capacity:
             raise ValueError(f"EmbeddingBank: saved capacity {state['capacity']} != {self.capacity}")
         self.blocks = []
-        if "v" in state:
-            self.push(Samples(state["v"], state["a"], state["stream"], state["t"], state["label"]))
+        if "v" not in state:
+            return
+        rows = Samples(state["v"], state["a"], state["stream"], state["t"], state["label"])
+        sizes = [int(n) for n in state.get("block_sizes", [])]
+        if sum(sizes) != len(rows) or any(n > self.block_rows for n in sizes):
+            self.push(rows)  # no (usable) layout saved: re-block as one push would
+            return
+        start = 0
+        for n in sizes:
+            self.blocks.append(_concat([rows.slice(start, start + n)]))
+            start += n
 
 
 def _concat(parts: list[Samples]) -> Samples:
