@@ -202,10 +202,9 @@ def select_frames(
     backend: str, uri: str, local_path: str | None, info: VideoInfo, targets: np.ndarray, crop: int, threads: int
 ) -> FrameSelection:
     if backend == "decord":
-        if local_path is None:
-            raise BackendUnsupported("decord reads local files only")
-        if info.container in DECORD_UNSAFE_CONTAINERS:
-            raise BackendUnsupported(f"decord's get_batch hangs on {info.container} (dmlc/decord#269, #373)")
+        usable, why = stream_backend("decord", info, local_path)
+        if usable != "decord":  # also guards a window falling back from PyAV to decord
+            raise BackendUnsupported(why)
         return select_frames_decord(local_path, info, targets, crop, threads)
     if backend == "pyav":
         return select_frames_pyav(uri, info, targets, crop, threads)
