@@ -40,7 +40,7 @@ from pipelines.manifest import (
 from pipelines.probe import MediaError, VideoInfo, probe
 from pipelines.sources import VideoSource, filesystem_from_uri, resolve_inputs
 from pipelines.storage import OutputStore
-from pipelines.window_task import WindowResult, WindowTask, decode_window_row
+from pipelines.window_task import WindowResult, decode_window_row
 
 STAGING = "_staging"
 # Header duration beyond the last decoded media by more than this => truncated.

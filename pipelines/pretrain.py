@@ -268,7 +268,6 @@ def ensure_ray(address: str | None = None) -> None:
 
 def run_pretrain(config: PretrainConfig, ray_address: str | None = None) -> PretrainResult:
     """Check everything, record the config, train. Resumes from the run dir's latest checkpoint."""
-    import ray.train
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
