@@ -1,0 +1,87 @@
+"""Pretraining throughput: samples/s and the share of step time spent waiting
+for data, for 1 and 2 CPU workers with the tiny model, in one run.
+
+    python bench/train.py                  # 40 steps per case
+    python bench/train.py --steps 20
+
+Clips come from a synthetic stream (generated and ingested once, cached under
+--cache). Each case is a real `run_pretrain` (Ray Data -> Ray Train
+TorchTrainer, gloo); the numbers are the means of rank 0's per-step metrics
+after the first few steps (warm-up). GPU figures (X3D-M at 160x160, batch 64
+per GPU, bf16) need a GPU and are printed as "not measured" without one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import ray  # noqa: E402
+import torch  # noqa: E402
+
+from jobs.pretrain import config_from_args, parse_args  # noqa: E402
+from pipelines.ingest import WORKER_ENV, run_ingest  # noqa: E402
+from pipelines.ingest_config import IngestConfig  # noqa: E402
+from pipelines.pretrain import run_pretrain  # noqa: E402
+from pipelines.synthetic import SyntheticConfig, generate  # noqa: E402
+
+WARMUP_STEPS = 3
+
+
+def clips_for(cache: Path, minutes: float) -> Path:
+    clips = cache / f"train-clips-{minutes:g}min"
+    if not clips.exists():
+        videos = cache / f"train-videos-{minutes:g}min"
+        generate(SyntheticConfig(out=videos, minutes=minutes, seed=5, size=(320, 180), fps=5.0, views=("train",)))
+        summary = run_ingest([str(videos)], str(clips), IngestConfig(crop_size=32), show_progress=False)
+        if not summary.ok:
+            raise SystemExit(summary.format())
+    return clips
+
+
+def measure(clips: Path, workers: int, steps: int, batch: int, work: Path) -> dict[str, float]:
+    run_dir = work / f"run-{workers}w"
+    args = parse_args([
+        "--clips", str(clips), "--run-dir", str(run_dir), "--preset", "tiny", "--crop-size", "32",
+        "--workers", str(workers), "--cpus-per-worker", "0.5", "--batch-size", str(batch), "--epochs", "50",
+        "--warmup-epochs", "0", "--stop-after-steps", str(steps), "--checkpoint-every", str(steps), "--log-every", "1",
+    ])
+    run_pretrain(config_from_args(args))
+    with open(run_dir / "metrics" / "steps.csv") as handle:
+        rows = [r for r in csv.DictReader(handle) if int(float(r["step"])) > WARMUP_STEPS]
+    mean = lambda key: sum(float(r[key]) for r in rows) / len(rows)  # noqa: E731
+    return {"samples_per_s": mean("samples_per_s"), "data_wait": mean("data_wait_fraction"), "steps": len(rows)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=32, help="visual samples per worker")
+    parser.add_argument("--minutes", type=float, default=3.0)
+    parser.add_argument("--cache", type=Path, default=Path("out/bench"))
+    args = parser.parse_args()
+
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": WORKER_ENV}, log_to_driver=False)
+    clips = clips_for(args.cache, args.minutes)
+    work = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    results = {w: measure(clips, w, args.steps, args.batch_size, work) for w in (1, 2)}
+    shutil.rmtree(work, ignore_errors=True)
+
+    print(f"\npretraining throughput, tiny preset (32 px crops), batch {args.batch_size} visual samples per worker,"
+          f" CPU (2 cores), steps {WARMUP_STEPS + 1}..{args.steps}")
+    print(f"{'workers':>7} {'samples/s':>10} {'x 1 worker':>10} {'waiting for data':>17}")
+    for workers, r in results.items():
+        print(f"{workers:>7} {r['samples_per_s']:10.1f} {r['samples_per_s'] / results[1]['samples_per_s']:10.2f}"
+              f" {r['data_wait']:16.0%}")
+    if not torch.cuda.is_available():
+        print("GPU (X3D-M 160x160, batch 64/GPU, bf16): not measured, no GPU on this machine")
+
+
+if __name__ == "__main__":
+    main()
