@@ -15,7 +15,7 @@ from typing import Any, Literal, Mapping, TypeVar, get_args
 
 MiningRule = Literal["adaptive", "topk", "consensus", "quantile"]
 MinedAs = Literal["positive", "ignore"]
-Schedule = Literal["joint", "audio_first"]
+Schedule = Literal["joint", "audio_first", "alternating"]
 
 MINING_RULES: tuple[str, ...] = get_args(MiningRule)
 MINED_AS: tuple[str, ...] = get_args(MinedAs)
@@ -251,6 +251,8 @@ class OptimConfig:
     """Optimisation: separate learning rate and weight decay per encoder, and the schedule.
 
     schedule ``audio_first``: f_a alone (f_v frozen) for ``audio_only_epochs``, then joint;
+    ``alternating``: f_a alone for ``audio_only_epochs``, then whole epochs alternate
+    between f_v alone (f_a frozen) and f_a alone (f_v frozen), starting with f_v;
     ``joint``: both from the start.
     """
 
@@ -274,7 +276,17 @@ class OptimConfig:
 
     def train_visual(self, epoch: int) -> bool:
         """Whether f_v is trained in ``epoch`` (0-based)."""
-        return self.schedule == "joint" or epoch >= self.audio_only_epochs
+        if self.schedule == "joint":
+            return True
+        if epoch < self.audio_only_epochs:
+            return False
+        return self.schedule == "audio_first" or (epoch - self.audio_only_epochs) % 2 == 0
+
+    def train_audio(self, epoch: int) -> bool:
+        """Whether f_a is trained in ``epoch`` (0-based)."""
+        if self.schedule != "alternating" or epoch < self.audio_only_epochs:
+            return True
+        return (epoch - self.audio_only_epochs) % 2 == 1
 
 
 @dataclass(frozen=True)

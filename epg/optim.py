@@ -2,7 +2,8 @@
 
 Separate learning rate and weight decay per encoder (a pretrained f_v wants a
 smaller step than a fresh f_a); with ``schedule="audio_first"`` f_v is frozen
-(no gradient, BatchNorm statistics fixed) for the first ``audio_only_epochs``.
+(no gradient, BatchNorm statistics fixed) for the first ``audio_only_epochs``;
+``"alternating"`` then freezes one encoder per epoch in turn (OptimConfig).
 """
 
 from __future__ import annotations
@@ -26,17 +27,17 @@ def build_optimizer(model: AVEncoders, config: OptimConfig) -> torch.optim.AdamW
 
 
 def apply_schedule(model: AVEncoders, config: OptimConfig, epoch: int) -> bool:
-    """Freeze or unfreeze f_v for ``epoch``; returns whether f_v trains.
+    """Freeze or unfreeze each encoder for ``epoch``; returns whether f_v trains.
 
     Call before wrapping in DDP for the phase (DDP fixes the set of trained
-    parameters when it is built), and after ``model.train()``: a frozen f_v is put
-    in eval mode so its BatchNorm statistics stay those of the checkpoint.
+    parameters when it is built), and after ``model.train()``: a frozen encoder is
+    put in eval mode so its BatchNorm statistics stay fixed.
     """
-    train_visual = config.train_visual(epoch)
-    _set_trainable(model.visual, train_visual)
-    if not train_visual:
-        model.visual.eval()
-    return train_visual
+    for encoder, trains in ((model.visual, config.train_visual(epoch)), (model.audio, config.train_audio(epoch))):
+        _set_trainable(encoder, trains)
+        if not trains:
+            encoder.eval()
+    return config.train_visual(epoch)
 
 
 def _set_trainable(module: nn.Module, trainable: bool) -> None:

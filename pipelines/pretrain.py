@@ -32,8 +32,9 @@ Decisions (where the design is silent):
   run must equal the recorded ones; operational ones (stop_after_steps,
   max_failures, logging) may change.
 - Schedule: ``audio_first`` freezes f_v for ``optim.audio_only_epochs`` epochs,
-  then both train jointly; the CLI picks it when a visual checkpoint is given and
-  ``joint`` otherwise (an alternating schedule is not implemented).
+  then both train jointly; ``alternating`` then trains one encoder per epoch in
+  turn (f_v first); the CLI picks ``audio_first`` when a visual checkpoint is given
+  and ``joint`` otherwise (``--schedule`` overrides; the choice is in config.json).
 - Precision: bf16 autocast of the encoders on GPU (``auto``), plain fp32 on CPU; the
   loss and the mining always run in fp32.
 """

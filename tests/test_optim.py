@@ -23,3 +23,24 @@ def test_groups_and_audio_first_schedule():
     model.train()
     assert apply_schedule(model, config, epoch=1) is True
     assert all(p.requires_grad for p in model.visual.parameters()) and model.visual.training
+
+
+def test_alternating_schedule_freezes_one_encoder_per_epoch():
+    torch.manual_seed(0)
+    model = build_encoders(ModelConfig.tiny())
+    config = OptimConfig(schedule="alternating", audio_only_epochs=1)
+    phases = []
+    for epoch in range(5):
+        model.train()
+        apply_schedule(model, config, epoch)
+        visual = all(p.requires_grad for p in model.visual.parameters())
+        audio = all(p.requires_grad for p in model.audio.parameters())
+        assert visual == model.visual.training and audio == model.audio.training
+        phases.append(("v" if visual else "") + ("a" if audio else ""))
+    assert phases == ["a", "v", "a", "v", "a"]
+    model.train()
+    apply_schedule(model, config, 1)
+    v, a = model(torch.rand(2, 3, 5, 32, 32), torch.randn(2, 1, 128, 64))
+    (v.sum() + a.sum()).backward()
+    assert all(p.grad is None for p in model.audio.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.visual.parameters())
