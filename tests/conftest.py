@@ -22,7 +22,9 @@ def ray_local():
 
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": WORKER_ENV}, log_to_driver=False)
+        # address="local": always a new local Ray, never a cluster some `ray start` left running.
+        ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": WORKER_ENV},
+                 log_to_driver=False)
     ensure_ray()
     yield ray
     if started:

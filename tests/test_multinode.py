@@ -69,6 +69,12 @@ def two_node_cluster(tmp_path):
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+        # `ray start` records its head in this file and only `ray stop` (which would stop
+        # every Ray on the machine) removes it; a stale entry would make a later plain
+        # ray.init() try to join the dead cluster.
+        current = Path("/tmp/ray/ray_current_cluster")
+        if current.exists() and current.read_text().strip().endswith(f":{gcs}"):
+            current.unlink()
 
 
 def submit(dashboard: str, env: dict, *entrypoint: str) -> subprocess.CompletedProcess:
