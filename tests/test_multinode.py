@@ -78,8 +78,15 @@ def two_node_cluster(tmp_path):
 
 
 def submit(dashboard: str, env: dict, *entrypoint: str) -> subprocess.CompletedProcess:
+    """`ray job submit`, retried while the head's job agent is still starting
+    (the submission is refused before anything runs, so a retry is safe)."""
     cmd = [RAY, "job", "submit", "--address", dashboard, "--working-dir", str(REPO), "--", "python", *entrypoint]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    for _ in range(24):
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        if "No available agent to submit job" not in done.stdout + done.stderr:
+            return done
+        time.sleep(5)
+    return done
 
 
 def test_ingest_and_pretrain_through_ray_job_submit_on_two_nodes(two_node_cluster, tmp_path):
