@@ -44,9 +44,16 @@ def two_node_cluster(tmp_path):
     env.pop("RAY_ADDRESS", None)
     gcs, dashboard = free_port(), free_port()
     common = ["--block", "--num-cpus", "1", "--disable-usage-stats"]
+
+    def own_ports() -> list[str]:
+        # Each node's agents get ports of their own: the defaults (e.g. 52365) may be
+        # held by another Ray on this machine (the test session's own local Ray).
+        return ["--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+                "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port())]
+
     head = subprocess.Popen(
         [RAY, "start", "--head", "--port", str(gcs), "--dashboard-port", str(dashboard), "--include-dashboard=true",
-         "--dashboard-host", "127.0.0.1", *common],
+         "--dashboard-host", "127.0.0.1", *own_ports(), *common],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     nodes = [head]
@@ -54,7 +61,7 @@ def two_node_cluster(tmp_path):
         address = f"127.0.0.1:{gcs}"
         wait_for_nodes(address, 1, env)
         worker = subprocess.Popen(
-            [RAY, "start", "--address", address, *common],
+            [RAY, "start", "--address", address, *own_ports(), *common],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         nodes.append(worker)
