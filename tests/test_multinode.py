@@ -40,7 +40,9 @@ def wait_for_nodes(address: str, count: int, env: dict, timeout: float = 120.0) 
 
 @pytest.fixture
 def two_node_cluster(tmp_path):
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    # The job's `python` is found on PATH: put this environment's first, as an activated venv does.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "PATH": path}
     env.pop("RAY_ADDRESS", None)
     gcs, dashboard = free_port(), free_port()
     common = ["--block", "--num-cpus", "1", "--disable-usage-stats"]
