@@ -140,7 +140,11 @@ def staging_dir(store: OutputStore, source: VideoSource, config: IngestConfig) -
 def staged_part(store: OutputStore, source: VideoSource, config: IngestConfig, start: int, seconds: int) -> str:
     """One window's part; named by start and length, so a resume with another
     window size never mixes overlapping parts."""
-    return f"{staging_dir(store, source, config)}/w-{start:09d}-{seconds:05d}.parquet"
+    return f"{staging_dir(store, source, config)}/{_part_name(start, seconds)}"
+
+
+def _part_name(start: int, seconds: int) -> str:
+    return f"w-{start:09d}-{seconds:05d}.parquet"
 
 
 def _remove_temporaries(store: OutputStore, directory: str) -> None:
@@ -269,10 +273,11 @@ def run_ingest(
         manifest.frame_backend, manifest.warnings = backend, [why] if why else []
         manifest.save(store)
         manifests[source.stream_id], infos[source.stream_id] = manifest, info
-        done = set(store.list_files(staging_dir(store, source, config), ".parquet"))
+        staging = staging_dir(store, source, config)  # stats the source once, not per window
+        done = set(store.list_files(staging, ".parquet"))
         staged[source.stream_id] = []
         for start, seconds in _windows(info, config.window_seconds):
-            part = staged_part(store, source, config, start, seconds)
+            part = f"{staging}/{_part_name(start, seconds)}"
             staged[source.stream_id].append(part)
             if part not in done:
                 tasks.append(
