@@ -1,0 +1,170 @@
+"""The three CPSP losses and the two objectives on small cases with values worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from epg.cpsp import CPSPLossConfig, avpsp_loss, spsa_loss, vpsa_loss
+from epg.cpsp.loss_vpsa import video_features
+from epg.cpsp.model import CPSPOutput
+from epg.cpsp.train import fully_supervised_loss, weakly_supervised_loss
+
+E = math.e
+
+
+def near(x: torch.Tensor, value: float) -> bool:
+    return abs(float(x.detach()) - value) < 1e-5
+
+
+# --- L_avpsp ------------------------------------------------------------------------------------------
+
+
+def test_avpsp_is_zero_when_similarity_matches_the_soft_label():
+    assert near(avpsp_loss(torch.tensor([[1.0, 1.0, 0.0, -1.0]]), torch.tensor([[1, 1, 0, 0]])), 0.0)
+
+
+def test_avpsp_known_values():
+    # ŝ = [1, 0, 0, 0], y = [.5, .5, 0, 0]: (0.25 + 0.25) / 4
+    assert near(avpsp_loss(torch.tensor([[1.0, 0.0, 0.0, 0.0]]), torch.tensor([[1, 1, 0, 0]])), 0.125)
+    # ŝ = [.25] * 4, y = [1, 0, 0, 0]: (0.75² + 3 · 0.25²) / 4
+    assert near(avpsp_loss(torch.full((1, 4), 0.5), torch.tensor([[1, 0, 0, 0]])), 0.1875)
+
+
+def test_avpsp_leaves_out_videos_without_events():
+    sim = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.3, -0.2, 0.9, 0.1]])
+    events = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]])
+    assert near(avpsp_loss(sim, events), 0.125)
+    background_only = torch.zeros(2, 4, requires_grad=True)
+    loss = avpsp_loss(background_only, torch.zeros(2, 4))
+    loss.backward()
+    assert near(loss, 0.0) and torch.equal(background_only.grad, torch.zeros(2, 4))
+
+
+# --- L_spsa -------------------------------------------------------------------------------------------
+
+
+def test_spsa_known_values():
+    f = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]])
+    events = torch.tensor([[1, 1, 0]])
+    # anchor 0 and 1: P = e + e (itself and the other event), N = e^0 / 1
+    assert near(spsa_loss(f, events, temperature=1.0), -math.log(2 * E / (2 * E + 1)))
+    assert near(spsa_loss(f, events, temperature=0.5), -math.log(2 * E**2 / (2 * E**2 + 1)))
+    assert near(spsa_loss(5.0 * f, events, temperature=1.0), -math.log(2 * E / (2 * E + 1)))  # unit length first
+
+
+def test_spsa_averages_the_negatives():
+    f = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]])
+    expected = -math.log(2 * E / (2 * E + (1 + math.exp(-1)) / 2))
+    assert near(spsa_loss(f, torch.tensor([[1, 1, 0, 0]]), temperature=1.0), expected)
+
+
+def test_spsa_over_videos():
+    f = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]] * 3)
+    events = torch.tensor([[1, 1, 0], [1, 1, 1], [0, 0, 0]])
+    # video 2 (all event: no negative) has loss 0; video 3 (no anchor) is left out
+    assert near(spsa_loss(f, events, 1.0), -math.log(2 * E / (2 * E + 1)) / 2)
+    assert near(spsa_loss(f[2:], events[2:], 1.0), 0.0)
+
+
+def test_spsa_gradient_pulls_events_together():
+    f = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]], requires_grad=True)
+    loss = spsa_loss(f, torch.tensor([[1, 1, 0]]), temperature=0.6)
+    loss.backward()
+    assert torch.isfinite(f.grad).all()
+    with torch.no_grad():
+        moved = f - 0.1 * f.grad
+    assert float(spsa_loss(moved, torch.tensor([[1, 1, 0]]), 0.6)) < float(loss.detach())
+
+
+# --- L_vpsa -------------------------------------------------------------------------------------------
+
+
+def videos(*points: tuple[float, float]) -> torch.Tensor:
+    """Videos of two identical segments at the given unit points."""
+    return torch.tensor([[p, p] for p in points])
+
+
+A1, A2, B1 = (1.0, 0.0), (0.6, 0.8), (0.0, 1.0)
+D_A1A2, D_A1B1, D_A2B1 = math.sqrt(0.8), math.sqrt(2.0), math.sqrt(0.4)
+
+
+def test_vpsa_video_feature_is_the_mean_of_unit_segments():
+    assert torch.allclose(video_features(torch.tensor([[[2.0, 0.0], [0.0, 3.0]]])), torch.tensor([[0.5, 0.5]]))
+
+
+def test_vpsa_known_values():
+    fused, classes = videos(A1, A2, B1), torch.tensor([0, 0, 1])
+    # A1: d+ = |A1A2|, d- = |A1B1| (only one negative): hinge 0.2 + 0.894 - 1.414 < 0
+    # A2: d+ = |A1A2|, d- = |A2B1|: 0.2 + 0.894 - 0.632; B1: d+ = 0 (itself), d- = mean(1.414, 0.632): hinge < 0
+    assert near(vpsa_loss(fused, classes, margin=0.2, negatives=3), (0.2 + D_A1A2 - D_A2B1) / 3)
+    assert near(vpsa_loss(fused, classes, margin=0.2, negatives=1), (0.2 + D_A1A2 - D_A2B1) / 3)
+    expected = ((1 + D_A1A2 - D_A1B1) + (1 + D_A1A2 - D_A2B1) + 0.0) / 3  # B1: 1 - (1.414 + 0.632)/2 < 0
+    assert near(vpsa_loss(fused, classes, margin=1.0, negatives=3), expected)
+    assert near(vpsa_loss(fused, classes, margin=1.0, negatives=1), ((1 + D_A1A2 - D_A1B1) + (1 + D_A1A2 - D_A2B1)
+                                                                     + (1 - D_A2B1)) / 3)
+
+
+def test_vpsa_skips_unlabelled_videos_and_single_class_batches():
+    fused = videos(A1, A2, B1, (0.0, -1.0))
+    assert near(vpsa_loss(fused, torch.tensor([0, 0, 1, -1]), 0.2, 3), (0.2 + D_A1A2 - D_A2B1) / 3)
+    assert near(vpsa_loss(fused, torch.tensor([0, 0, 0, -1]), 0.2, 3), 0.0)
+    x = videos(A1, A1).requires_grad_()
+    loss = vpsa_loss(x, torch.tensor([0, 1]), 0.2, 3)  # identical videos of two classes: d = 0 -> hinge 0.2
+    loss.backward()
+    assert near(loss, 0.2) and torch.isfinite(x.grad).all()
+
+
+# --- objectives -----------------------------------------------------------------------------------------
+
+
+def make_output(event_logits, class_logits, fused, av_similarity) -> CPSPOutput:
+    none = torch.zeros(1)
+    return CPSPOutput(event_logits, class_logits, fused, none, none, av_similarity, none, none)
+
+
+def test_fully_supervised_objective_adds_the_weighted_terms():
+    fused = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], [[0.0, 1.0], [0.0, 1.0], [1.0, 0.0]]])
+    segment_labels = torch.tensor([[0, 0, 2], [2, 1, 1]])  # C = 2 classes; 2 = background
+    out = make_output(torch.tensor([[1.0, 2.0, -1.0], [0.0, 0.5, 0.5]]), torch.tensor([[2.0, 0.0], [0.0, 1.0]]),
+                      fused, torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.4, 0.4]]))
+    config = CPSPLossConfig(avpsp_weight=100.0, spsa_weight=0.5, spsa_temperature=1.0, vpsa_weight=2.0, vpsa_margin=0.2)
+    terms = fully_supervised_loss(out, segment_labels, config)
+    is_event = torch.tensor([[1.0, 1, 0], [0, 1, 1]])
+    assert near(terms["event"], float(F.binary_cross_entropy_with_logits(out.event_logits, is_event)))
+    assert near(terms["class"], float(F.cross_entropy(out.class_logits, torch.tensor([0, 1]))))
+    assert near(terms["avpsp"], float(avpsp_loss(out.av_similarity, is_event)))
+    assert near(terms["spsa"], float(spsa_loss(fused, is_event, 1.0)))
+    assert near(terms["vpsa"], float(vpsa_loss(fused, torch.tensor([0, 1]), 0.2, 3)))
+    total = terms["event"] + terms["class"] + 100 * terms["avpsp"] + 0.5 * terms["spsa"] + 2 * terms["vpsa"]
+    assert near(terms["loss"], float(total))
+
+
+def test_fully_supervised_segment_head_uses_event_segments_only():
+    logits = torch.tensor([[[3.0, 0.0], [0.0, 0.0], [-5.0, 9.0]]])
+    out = make_output(torch.zeros(1, 3), logits, torch.randn(1, 3, 4), torch.zeros(1, 3))
+    terms = fully_supervised_loss(out, torch.tensor([[0, 1, 2]]), CPSPLossConfig())
+    assert near(terms["class"], float(F.cross_entropy(logits[0, :2], torch.tensor([0, 1]))))
+
+
+def test_weakly_supervised_objective_is_max_over_time_multilabel_soft_margin():
+    out = make_output(torch.tensor([[0.0, 10.0]]), torch.tensor([[2.0, -2.0]]), torch.randn(1, 2, 4), torch.zeros(1, 2))
+    s10 = 1 / (1 + math.exp(-10))
+    # gated scores: t0 = 0.5 · [2, -2] = [1, -1]; t1 = s10 · [2, -2]; max over t: [2·s10, -1]
+    softplus = lambda x: math.log1p(math.exp(x))
+    expected = (softplus(-2 * s10) + softplus(-1.0)) / 2
+    terms = weakly_supervised_loss(out, torch.tensor([[1.0, 0.0]]), CPSPLossConfig(vpsa_weight=1.0))
+    assert near(terms["mil"], expected) and near(terms["vpsa"], 0.0) and near(terms["loss"], expected)
+
+
+@pytest.mark.parametrize("loss", ["avpsp", "spsa", "vpsa"])
+def test_losses_are_zero_with_nothing_to_compare(loss):
+    x = torch.randn(2, 4, 3, requires_grad=True)
+    value = {"avpsp": lambda: avpsp_loss(x[..., 0], torch.zeros(2, 4)),
+             "spsa": lambda: spsa_loss(x, torch.zeros(2, 4)),
+             "vpsa": lambda: vpsa_loss(x, torch.tensor([-1, -1]))}[loss]()
+    value.backward()
+    assert near(value, 0.0) and torch.equal(x.grad, torch.zeros_like(x))
