@@ -1,0 +1,264 @@
+"""Anomaly detection job (DESIGN §5): embeddings → threshold → anomalous seconds → events, tables, timelines.
+
+    run_anomaly(AnomalyJobConfig(embeddings=..., output=..., reference=("train",)))
+
+Output directory:
+
+    config.json             this run's AnomalyJobConfig
+    scores.parquet          stream_id, t, score (= av_dist), anomalous
+    events.parquet          stream_id, start, end (exclusive), duration, peak_t, peak_score, labels
+    events.json             {"threshold", "events": [... + start_hhmmss, end_hhmmss, peak_hhmmss]}
+    timeline-<stream>.png   score over time, threshold, events (and labelled anomalies)
+    summary.json            threshold, mean, std, k, max_gap, counts per stream; with labels:
+                            ROC-AUC and AP per second (overall and in
+                            metrics_per_stream), event precision/recall
+
+Decisions (where the design is silent):
+- The score is the embeddings' ``av_dist`` (D(v, a) with the model's λ), not recomputed.
+- Streams scored (``streams``): all streams of the embeddings when not given, the
+  reference included (its events show what the threshold flags on known footage).
+- With labels, a second is a true anomaly when one of ``anomaly_classes`` is present
+  (default: the synthetic generator's anomaly classes). ROC-AUC/AP are computed over
+  the scored seconds of streams that the labels table has; per stream as well.
+  ``labels`` of an event: the classes present in any of its seconds.
+- Event precision: share of detected events that overlap a labelled anomaly second;
+  event recall: share of labelled anomalies (runs of anomalous seconds, merged with
+  the same ``max_gap``) that a detected event overlaps.
+- A rerun into the same directory replaces the files; timelines of streams this run
+  did not score are removed, so the directory always describes one run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from epg.anomaly import Event, Threshold, detect_events, fit_threshold, merge_events
+from epg.metrics import average_precision, roc_auc
+from pipelines.downstream import DownstreamError
+from pipelines.downstream.clock import Clock
+from pipelines.downstream.labels import SecondLabels, align_labels, read_labels
+from pipelines.downstream.outputs import CONFIG_FILE, OutputDir, config_from_record, config_record
+from pipelines.downstream.plots import anomaly_timeline_png
+from pipelines.embeddings import Embeddings, read_embeddings
+from pipelines.synthetic.classes import ANOMALY_CLASSES
+
+TIMELINE_PREFIX = "timeline-"
+
+
+@dataclass(frozen=True)
+class AnomalyJobConfig:
+    """One anomaly run; validated on creation (errors name the field)."""
+
+    embeddings: str
+    output: str
+    reference: tuple[str, ...]
+    streams: tuple[str, ...] = ()  # () = every stream of the embeddings
+    k: float = 2.0
+    max_gap: int = 0
+    labels: str | None = None
+    anomaly_classes: tuple[str, ...] = tuple(sorted(ANOMALY_CLASSES))
+    start_times: dict[str, str] = field(default_factory=dict)  # stream or "*" → ISO 8601 start
+    plots: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.embeddings:
+            raise ValueError("AnomalyJobConfig.embeddings must name the embeddings directory")
+        if not self.output:
+            raise ValueError("AnomalyJobConfig.output must name an output directory")
+        if not self.reference:
+            raise ValueError("AnomalyJobConfig.reference must name at least one reference stream")
+        if not math.isfinite(self.k) or self.k < 0:
+            raise ValueError(f"AnomalyJobConfig.k must be a finite number >= 0, got {self.k}")
+        if self.max_gap < 0:
+            raise ValueError(f"AnomalyJobConfig.max_gap must be >= 0, got {self.max_gap}")
+        if self.labels is not None and not self.anomaly_classes:
+            raise ValueError("AnomalyJobConfig.anomaly_classes must name at least one class when labels are given")
+        try:
+            Clock(self.start_times)
+        except ValueError as exc:
+            raise ValueError(f"AnomalyJobConfig.start_times: {exc}") from exc
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AnomalyJobConfig:
+        return config_from_record(cls, data)
+
+
+@dataclass(frozen=True)
+class AnomalyResult:
+    output: str
+    threshold: Threshold
+    events: list[Event]
+    summary: dict
+    files: list[str]
+
+
+def _check_streams(emb: Embeddings, wanted: tuple[str, ...], what: str, root: str) -> None:
+    missing = sorted(set(wanted) - set(emb.streams))
+    if missing:
+        raise DownstreamError(f"{what} stream(s) {missing} not in embeddings {root!r} (it has {emb.streams})")
+
+
+def _label_metrics(selected: Embeddings, scores: np.ndarray, truth: np.ndarray, labelled: np.ndarray) -> dict:
+    """ROC-AUC and AP over labelled seconds, overall and per stream (None with the reason when undefined)."""
+
+    def both(mask: np.ndarray) -> dict:
+        y, s = truth[mask], scores[mask]
+        out = {"n_seconds": int(mask.sum()), "n_anomalous_labelled": int(y.sum())}
+        if y.all() or not y.any():
+            out.update(roc_auc=None, average_precision=None,
+                       note="undefined: needs labelled anomalous and normal seconds")
+        else:
+            out.update(roc_auc=roc_auc(y, s), average_precision=average_precision(y, s))
+        return out
+
+    metrics = both(labelled)
+    metrics["metrics_per_stream"] = {sid: both(labelled & (selected.stream_id == sid)) for sid in selected.streams
+                             if (labelled & (selected.stream_id == sid)).any()}
+    return metrics
+
+
+def _event_metrics(events: list[Event], selected: Embeddings, truth: np.ndarray, labelled: np.ndarray, max_gap: int) -> dict:
+    streams = sorted({sid for sid in selected.streams if labelled[selected.stream_id == sid].any()})
+    detected = [e for e in events if e.stream_id in streams]
+    truth_events: list[Event] = []
+    for sid in streams:
+        rows = selected.stream_id == sid
+        truth_events += merge_events(sid, selected.t[rows], truth[rows].astype(float), truth[rows], max_gap)
+
+    def overlaps(a: Event, b: Event) -> bool:
+        return a.stream_id == b.stream_id and a.start < b.end and b.start < a.end
+
+    hit = sum(any(overlaps(d, g) for g in truth_events) for d in detected)
+    found = sum(any(overlaps(g, d) for d in detected) for g in truth_events)
+    return {
+        "n_detected_events": len(detected),
+        "n_labelled_events": len(truth_events),
+        "event_precision": hit / len(detected) if detected else None,
+        "event_recall": found / len(truth_events) if truth_events else None,
+    }
+
+
+def _event_labels(events: list[Event], selected: Embeddings, labels: SecondLabels | None) -> list[str | None]:
+    if labels is None:
+        return [None] * len(events)
+    out = []
+    for e in events:
+        rows = (selected.stream_id == e.stream_id) & (selected.t >= e.start) & (selected.t < e.end)
+        present = labels.present[rows].any(axis=0)
+        names = [labels.classes[c] for c in np.flatnonzero(present) if c != 0]
+        out.append("+".join(names) if names else "background")
+    return out
+
+
+def run_anomaly(config: AnomalyJobConfig) -> AnomalyResult:
+    """Fit the threshold on the reference streams, flag and merge, write tables, plots and summary."""
+    emb = read_embeddings(config.embeddings)
+    _check_streams(emb, config.reference, "reference", config.embeddings)
+    streams = config.streams or tuple(emb.streams)
+    _check_streams(emb, streams, "scored", config.embeddings)
+    labels_table = read_labels(config.labels) if config.labels else None
+    if labels_table is not None:
+        known = sorted(set(config.anomaly_classes) & set(labels_table.classes))
+        if not known:
+            raise DownstreamError(
+                f"none of the anomaly classes {list(config.anomaly_classes)} occurs in labels {config.labels!r} "
+                f"(classes: {list(labels_table.classes)}); pass --anomaly-classes"
+            )
+    out = OutputDir(config.output)
+    out.write_json(CONFIG_FILE, config_record(config))
+    clock = Clock(config.start_times)
+
+    threshold = fit_threshold(emb.of_streams(config.reference).av_dist, config.k)
+    selected = emb.of_streams(streams)
+    scores = selected.av_dist.astype(np.float64)
+    anomalous, events = detect_events(selected.stream_id, selected.t, scores, threshold, config.max_gap)
+
+    second_labels = align_labels(labels_table, selected.stream_id, selected.t) if labels_table is not None else None
+    truth = second_labels.any_of(frozenset(config.anomaly_classes)) if second_labels is not None else None
+    event_labels = _event_labels(events, selected, second_labels)
+
+    out.write_parquet("scores.parquet", pa.table({
+        "stream_id": pa.array(selected.stream_id.tolist(), pa.string()),
+        "t": pa.array(selected.t, pa.int32()),
+        "score": pa.array(scores.astype(np.float32)),
+        "anomalous": pa.array(anomalous),
+    }))
+    out.write_parquet("events.parquet", pa.table({
+        "stream_id": pa.array([e.stream_id for e in events], pa.string()),
+        "start": pa.array([e.start for e in events], pa.int32()),
+        "end": pa.array([e.end for e in events], pa.int32()),
+        "duration": pa.array([e.duration for e in events], pa.int32()),
+        "peak_t": pa.array([e.peak_t for e in events], pa.int32()),
+        "peak_score": pa.array([e.peak_score for e in events], pa.float32()),
+        "labels": pa.array(event_labels, pa.string()),
+    }))
+    event_rows = [
+        {"stream_id": e.stream_id, "start": e.start, "end": e.end, "duration": e.duration, "peak_t": e.peak_t,
+         "peak_score": e.peak_score, "start_hhmmss": clock.format(e.stream_id, e.start),
+         "end_hhmmss": clock.format(e.stream_id, e.end), "peak_hhmmss": clock.format(e.stream_id, e.peak_t),
+         "labels": label}
+        for e, label in zip(events, event_labels)
+    ]
+    out.write_json("events.json", {"threshold": threshold.value, "events": event_rows})
+
+    per_stream = {}
+    for sid in streams:
+        rows = selected.stream_id == sid
+        per_stream[sid] = {"n_seconds": int(rows.sum()), "n_anomalous_seconds": int(anomalous[rows].sum()),
+                           "n_events": sum(e.stream_id == sid for e in events), "reference": sid in config.reference}
+    summary = {
+        "threshold": threshold.value, "mean": threshold.mean, "std": threshold.std, "k": threshold.k,
+        "max_gap": config.max_gap, "n_reference_seconds": threshold.n_reference, "reference": list(config.reference),
+        "streams": list(streams), "n_seconds": len(selected), "n_anomalous_seconds": int(anomalous.sum()),
+        "n_events": len(events), "per_stream": per_stream, "model": emb.model, "lam": emb.lam,
+    }
+    if truth is not None:
+        labelled = second_labels.labelled
+        summary["labels"] = config.labels
+        summary["anomaly_classes"] = sorted(config.anomaly_classes)
+        summary.update(_label_metrics(selected, scores, truth, labelled))
+        summary.update(_event_metrics(events, selected, truth, labelled, config.max_gap))
+
+    timelines = set()
+    if config.plots:
+        for sid in streams:
+            rows = selected.stream_id == sid
+            name = f"{TIMELINE_PREFIX}{sid}.png"
+            note = "  [reference]" if sid in config.reference else ""
+            stream_truth = truth[rows] if truth is not None and second_labels.labelled[rows].any() else None
+            png = anomaly_timeline_png(sid, selected.t[rows], scores[rows], threshold.value, threshold.k,
+                                       [e for e in events if e.stream_id == sid], clock.start(sid), stream_truth, note)
+            out.write_bytes(name, png)
+            timelines.add(name)
+    out.remove_stale(TIMELINE_PREFIX, ".png", timelines)
+    summary["timelines"] = sorted(timelines)
+    out.write_json("summary.json", summary)
+    return AnomalyResult(output=config.output, threshold=threshold, events=events, summary=summary, files=list(out.written))
+
+
+def format_summary(result: AnomalyResult, clock: Clock, top: int = 10) -> str:
+    """A few lines for the terminal: threshold, counts per stream, the strongest events."""
+    s = result.summary
+    lines = [f"anomaly: threshold {s['threshold']:.4f} = μ {s['mean']:.4f} + {s['k']:g}·σ {s['std']:.4f} "
+             f"(reference {', '.join(s['reference'])}, {s['n_reference_seconds']} s)"]
+    for sid, info in s["per_stream"].items():
+        lines.append(f"  {sid:<20} {info['n_events']:>5} events  {info['n_anomalous_seconds']:>6} / {info['n_seconds']} s anomalous")
+    if s.get("roc_auc") is not None:
+        lines.append(f"  labels: ROC-AUC {s['roc_auc']:.3f}  AP {s['average_precision']:.3f}  "
+                     f"event recall {_fmt(s.get('event_recall'))}  event precision {_fmt(s.get('event_precision'))}")
+    strongest = sorted(result.events, key=lambda e: -e.peak_score)[:top]
+    if strongest:
+        lines.append("  strongest events:")
+        for e in strongest:
+            lines.append(f"    {e.stream_id:<20} {clock.format(e.stream_id, e.start)} – {clock.format(e.stream_id, e.end)}"
+                         f"  peak {e.peak_score:.4f} at {clock.format(e.stream_id, e.peak_t)}")
+    lines.append(f"  outputs in {result.output}")
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
