@@ -110,7 +110,7 @@ def ensure_ray(address: str | None = None) -> None:
     ctx.max_errored_blocks = -1
 
 
-def _probe_row(row: dict) -> dict:
+def probe_row(row: dict) -> dict:
     try:
         info = probe(row["uri"])
         return {**row, "info_json": json.dumps(info.to_dict()), "error": ""}
@@ -120,7 +120,7 @@ def _probe_row(row: dict) -> dict:
         return {**row, "info_json": "", "error": f"{row['uri']}: {type(exc).__name__}: {exc}"}
 
 
-def _source_key(source: VideoSource) -> str:
+def source_key(source: VideoSource) -> str:
     """Changes when the file is replaced, so stale staged windows are not reused."""
     if source.is_local:
         fs, path = pafs.LocalFileSystem(), source.uri
@@ -134,7 +134,7 @@ def _source_key(source: VideoSource) -> str:
 def staging_dir(store: OutputStore, source: VideoSource, config: IngestConfig) -> str:
     """Where a stream's window parts wait for compaction. Keyed by the config
     hash and the source file, so a changed file or config never reuses them."""
-    return store.path(STAGING, source.stream_id, f"{config.output_hash()}-{_source_key(source)}")
+    return store.path(STAGING, source.stream_id, f"{config.output_hash()}-{source_key(source)}")
 
 
 def staged_part(store: OutputStore, source: VideoSource, config: IngestConfig, start: int, seconds: int) -> str:
@@ -155,7 +155,7 @@ def _remove_temporaries(store: OutputStore, directory: str) -> None:
             store.delete_file(info.path)
 
 
-def _windows(info: VideoInfo, window_seconds: int) -> list[tuple[int, int]]:
+def time_windows(info: VideoInfo, window_seconds: int) -> list[tuple[int, int]]:
     total = info.whole_seconds
     return [(s, min(window_seconds, total - s)) for s in range(0, total, window_seconds)]
 
@@ -177,7 +177,7 @@ def _compact_row(row: dict, config: IngestConfig, store: OutputStore) -> dict:
         return {"stream_id": row["stream_id"], "path": row["path"], "rows": 0, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def _run_map(items: list[dict], fn, num_cpus: float, desc: str, unit: str, show_progress: bool) -> list[dict]:
+def run_map(items: list[dict], fn, num_cpus: float, desc: str, unit: str, show_progress: bool) -> list[dict]:
     if not items:
         return []
     dataset = ray.data.from_items(items, override_num_blocks=len(items)).map(fn, num_cpus=num_cpus)
@@ -230,7 +230,7 @@ def run_ingest(
     pending: list[VideoSource] = []
     source_keys: dict[str, str] = {}
     for source in resolved.sources:
-        key = source_keys[source.stream_id] = _source_key(source)
+        key = source_keys[source.stream_id] = source_key(source)
         previous = StreamManifest.load(store, source.stream_id)
         if previous is not None and not overwrite:
             if previous.is_complete_for(config_hash, source.uri, key):
@@ -253,8 +253,8 @@ def run_ingest(
 
     if pending:
         ensure_ray(ray_address)
-    probed = _run_map(
-        [{"uri": s.uri, "stream_id": s.stream_id} for s in pending], _probe_row, 1, "probe", "file", show_progress
+    probed = run_map(
+        [{"uri": s.uri, "stream_id": s.stream_id} for s in pending], probe_row, 1, "probe", "file", show_progress
     )
     by_id = {s.stream_id: s for s in pending}
     manifests: dict[str, StreamManifest] = {}
@@ -276,7 +276,7 @@ def run_ingest(
         staging = staging_dir(store, source, config)  # stats the source once, not per window
         done = set(store.list_files(staging, ".parquet"))
         staged[source.stream_id] = []
-        for start, seconds in _windows(info, config.window_seconds):
+        for start, seconds in time_windows(info, config.window_seconds):
             part = f"{staging}/{_part_name(start, seconds)}"
             staged[source.stream_id].append(part)
             if part not in done:
@@ -292,7 +292,7 @@ def run_ingest(
                     }
                 )
 
-    results = _run_map(
+    results = run_map(
         tasks,
         lambda row: decode_window_row(row, config, store),
         config.num_cpus_per_task,
@@ -329,7 +329,7 @@ def run_ingest(
                 }
             )
 
-    written = _run_map(
+    written = run_map(
         compactions, lambda row: _compact_row(row, config, store), 1, "write shards", "file", show_progress
     )
     files_by_stream: dict[str, list[dict]] = defaultdict(list)
@@ -374,19 +374,32 @@ def _check_windows(
     expected = {t["start"] for t in tasks if t["uri"] == source}
     lost = sorted(expected - {r.start for r in results})
     errors += [f"{source}: window {s} s: its worker died while decoding (crashed decoder?)" for s in lost]
-    warnings = [f"window {r.start} s: {r.fallback}" for r in results if r.fallback]
-    warnings += [f"window {r.start} s: {r.audio_warning}" for r in results if r.audio_warning]
+    warnings = window_warnings(results)
     if errors:
         return errors, warnings
     missing_parts = [p for p in parts if not store.exists(p)]
     if missing_parts:
         return [f"{source}: staged part missing: {p}" for p in missing_parts], warnings
-    ends = [r.media_end for r in results if not math.isnan(r.media_end)]
     if results and len(results) == len(expected) and len(expected) == len(parts):
-        media_end = max(ends) if ends else 0.0
-        if info.duration_source == "header" and media_end < info.duration - TRUNCATION_SLACK_SECONDS:
-            errors.append(
-                f"{source}: truncated recording: audio and video end at {media_end:.1f} s but the header says "
-                f"{info.duration:.1f} s"
-            )
+        truncated = truncation_error(source, info, results)
+        if truncated:
+            errors.append(truncated)
     return errors, warnings
+
+
+def window_warnings(results: list[WindowResult]) -> list[str]:
+    """Backend fallbacks and audio decode problems of a stream's windows, for its manifest."""
+    warnings = [f"window {r.start} s: {r.fallback}" for r in results if r.fallback]
+    return warnings + [f"window {r.start} s: {r.audio_warning}" for r in results if r.audio_warning]
+
+
+def truncation_error(source: str, info: VideoInfo, results: list[WindowResult]) -> str | None:
+    """The header promises more than both streams delivered (all windows decoded): a truncated recording."""
+    ends = [r.media_end for r in results if not math.isnan(r.media_end)]
+    media_end = max(ends) if ends else 0.0
+    if info.duration_source == "header" and media_end < info.duration - TRUNCATION_SLACK_SECONDS:
+        return (
+            f"{source}: truncated recording: audio and video end at {media_end:.1f} s but the header says "
+            f"{info.duration:.1f} s"
+        )
+    return None

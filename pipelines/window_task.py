@@ -12,6 +12,7 @@ import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from pipelines.audio import WindowAudio, read_audio
 from pipelines.clips import clips_schema, frame_targets, window_table
@@ -68,10 +69,14 @@ def _frames_with_fallback(task: WindowTask, info: VideoInfo, config: IngestConfi
     raise RuntimeError("; ".join(problems))
 
 
-def decode_window(task: WindowTask, config: IngestConfig, store: OutputStore) -> WindowResult:
+def window_clips(task: WindowTask, config: IngestConfig) -> tuple[pa.Table | None, WindowResult]:
+    """Decode a window into its clip table in memory (no file written): what ingest
+    stages, and what the scorer embeds straight from a video. The table is None when
+    the window failed (``result.error`` says why)."""
     began = time.perf_counter()
     info = VideoInfo.from_dict(json.loads(task.info_json))
     result = WindowResult(task.stream_id, task.start, task.seconds, ok=False)
+    table = None
     try:
         targets = frame_targets(task.start, task.seconds, config)
         selection, result.backend, result.fallback = _frames_with_fallback(task, info, config, targets)
@@ -84,7 +89,7 @@ def decode_window(task: WindowTask, config: IngestConfig, store: OutputStore) ->
             )
         result.audio_warning = audio.warning or ""
         table = window_table(task.stream_id, task.start, task.seconds, selection, audio, config)
-        result.rows = store.write_parquet(task.part_path, [table], clips_schema(config), config.compression)
+        result.rows = table.num_rows
         result.seconds_without_audio = int((~table.column("has_audio").to_numpy(zero_copy_only=False)).sum())
         result.seconds_without_video = int((~table.column("has_video").to_numpy(zero_copy_only=False)).sum())
         audio_end = _last_covered(audio, task.start)
@@ -93,9 +98,27 @@ def decode_window(task: WindowTask, config: IngestConfig, store: OutputStore) ->
         result.media_end = max(ends) if ends else float("nan")
         result.ok = True
     except Exception as exc:
-        result.error = f"{task.uri}: window {task.start}-{task.start + task.seconds} s: {type(exc).__name__}: {exc}"
+        table = None
+        result.error = _window_error(task, exc)
+    result.wall_seconds = time.perf_counter() - began
+    return table, result
+
+
+def decode_window(task: WindowTask, config: IngestConfig, store: OutputStore) -> WindowResult:
+    """Decode a window and stage its rows as a Parquet part (atomic)."""
+    began = time.perf_counter()
+    table, result = window_clips(task, config)
+    if table is not None:
+        try:
+            result.rows = store.write_parquet(task.part_path, [table], clips_schema(config), config.compression)
+        except Exception as exc:
+            result.ok, result.error = False, _window_error(task, exc)
     result.wall_seconds = time.perf_counter() - began
     return result
+
+
+def _window_error(task: WindowTask, exc: Exception) -> str:
+    return f"{task.uri}: window {task.start}-{task.start + task.seconds} s: {type(exc).__name__}: {exc}"
 
 
 def _last_covered(audio: WindowAudio, start: int) -> float:
