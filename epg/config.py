@@ -130,6 +130,16 @@ class ModelConfig:
                               blocks=(1, 1, 1, 1)),
         )
 
+    @classmethod
+    def small(cls, embed_dim: int = 64, crop_size: int = 64, n_mels: int = 128, frames: int = 64) -> "ModelConfig":
+        """About 0.25 M parameters: big enough to learn the synthetic streams on a CPU in minutes (demo, benchmark)."""
+        return cls(
+            visual=VisualConfig(crop_size=crop_size, embed_dim=embed_dim, width_factor=1.0, depth_factor=0.5,
+                                bottleneck_factor=1.5, stem_dim=8, head_dim=128, dropout=0.0),
+            audio=AudioConfig(n_mels=n_mels, frames=frames, embed_dim=embed_dim, widths=(16, 32, 64, 64),
+                              blocks=(1, 1, 1, 1)),
+        )
+
 
 @dataclass(frozen=True)
 class PairConfig:

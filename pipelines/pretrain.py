@@ -75,9 +75,11 @@ Precision = Literal["auto", "bf16", "fp32"]
 PAIRINGS: tuple[str, ...] = get_args(Pairing)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
-# Model presets: preset(crop_size or None) -> ModelConfig. tiny is the real architecture at a few thousand parameters.
+# Model presets: preset(crop_size or None) -> ModelConfig. tiny is the real architecture at a few thousand
+# parameters (tests); small (~0.25 M) learns the synthetic streams on a CPU (demo, bench/quality.py).
 PRESETS: dict[str, Callable[[int | None], ModelConfig]] = {
     "tiny": lambda crop: ModelConfig.tiny(crop_size=crop or 32),
+    "small": lambda crop: ModelConfig.small(crop_size=crop or 64),
     "x3d_m": lambda crop: ModelConfig(visual=VisualConfig(crop_size=crop or 160)),
 }
 
