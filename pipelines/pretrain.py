@@ -374,9 +374,15 @@ def save_checkpoint(directory: Path, rank: int, config: PretrainConfig, model: A
     torch.save(rng, directory / f"rng-rank{rank}.pt")
     if rank != 0:
         return
-    torch.save(model.state_dict(), directory / MODEL_FILE)
+    write_model(directory, config, model)
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "bank": bank.state_dict(),
                 "position": dataclasses.asdict(position)}, directory / STATE_FILE)
+
+
+def write_model(directory: Path, config: PretrainConfig, model: AVEncoders) -> None:
+    """The part of a checkpoint that ``load_model`` (and scoring) reads: the encoders and the run's config."""
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), directory / MODEL_FILE)
     (directory / CONFIG_FILE).write_text(json.dumps({"config": config.to_dict()}, indent=1))
 
 
