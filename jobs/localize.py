@@ -1,11 +1,18 @@
-"""Audio-visual event localization on frozen embeddings (DESIGN §5): a head per feature set, accuracy per view.
+"""Audio-visual event localization on frozen embeddings (DESIGN §5): heads per feature set, accuracy per view.
 
 Local:    python jobs/localize.py --embeddings data/emb --labels data/synth/labels.parquet --train train \
               --eval similar=similar --eval challenging=challenging --output reports/localize
-          [--features audio visual both | --features all] [--head linear] [--epochs 50] [--batch-size 1024]
-          [--lr 3e-3] [--weight-decay 1e-4] [--class-weight none|balanced] [--seed 0]
+          [--head linear | cpsp | linear,cpsp | all] [--features audio visual both | --features all]
+          linear probe: [--epochs 50] [--batch-size 1024] [--lr 3e-3] [--weight-decay 1e-4]
+                        [--class-weight none|balanced] [--seed 0]
+          cpsp head:    [--cpsp-supervision full|weak] [--cpsp-epochs 45] [--cpsp-batch-size 64] [--cpsp-lr 1e-3]
+                        [--cpsp-weight-decay 0] [--cpsp-window 10] [--cpsp-stride 10] [--cpsp-val-fraction 0.2]
+                        [--cpsp-input-norm l2|layer|none] [--cpsp-category-head segment|video] [--cpsp-hidden 128]
+                        [--cpsp-device cpu] (its seed is --seed)
 Cluster:  ray job submit --working-dir . -- python jobs/localize.py --embeddings s3://bucket/emb ...
 --eval VIEW=STREAM[,STREAM] names a view of held-out streams (repeat for several views).
+--features applies to the linear head; the cpsp head always reads both modalities and runs
+for the feature set "both" only (so --head cpsp --features audio is an error).
 Writes accuracy.json/.csv/.png, summary.json and config.json (see pipelines/downstream/localize_job.py).
 Exit code 0 when done, 2 for bad arguments or input.
 """
@@ -18,8 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout / ray working dir
 
+from epg.cpsp.config import CATEGORY_HEADS, INPUT_NORMS, SUPERVISIONS  # noqa: E402
 from epg.probe import CLASS_WEIGHTS, FEATURE_SETS, ProbeConfig  # noqa: E402
-from pipelines.downstream.heads import HEADS  # noqa: E402
+from pipelines.downstream.heads import HEADS, CPSPHeadConfig  # noqa: E402
 from pipelines.downstream.localize_job import LocalizeJobConfig, format_summary, run_localize  # noqa: E402
 
 
@@ -37,8 +45,20 @@ def parse_eval(values: list[str]) -> dict[str, tuple[str, ...]]:
     return views
 
 
+def parse_heads(values: list[str]) -> tuple[str, ...]:
+    """``["linear,cpsp"]``, ``["linear", "cpsp"]`` or ``["all"]`` → head names; ValueError naming an unknown one."""
+    names = [n for value in values for n in value.split(",") if n]
+    if "all" in names:
+        return tuple(HEADS)
+    unknown = sorted(set(names) - set(HEADS))
+    if unknown or not names:
+        raise ValueError(f"--head {','.join(values)!r}: choose from {', '.join(HEADS)} or all (comma-separated)")
+    return tuple(dict.fromkeys(names))
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     probe = ProbeConfig()
+    cpsp = CPSPHeadConfig()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--embeddings", required=True, help="embeddings root written by jobs/embed.py (path or URI)")
     p.add_argument("--labels", required=True, help="labels table (Parquet/CSV): stream_id, t, label[, audible, visible]")
@@ -46,13 +66,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval", action="append", required=True, metavar="VIEW=STREAM[,STREAM]", help="held-out view(s)")
     p.add_argument("--features", nargs="+", default=["all"], choices=[*FEATURE_SETS, "all"],
                    help="feature sets to probe (all: audio visual both)")
-    p.add_argument("--head", choices=sorted(HEADS), default="linear")
+    p.add_argument("--head", nargs="+", default=["linear"], metavar="HEAD",
+                   help=f"head(s): {', '.join(HEADS)}, comma-separated, or all")
     p.add_argument("--epochs", type=int, default=probe.epochs)
     p.add_argument("--batch-size", type=int, default=probe.batch_size, help="0: full batch")
     p.add_argument("--lr", type=float, default=probe.lr)
     p.add_argument("--weight-decay", type=float, default=probe.weight_decay)
     p.add_argument("--class-weight", choices=CLASS_WEIGHTS, default=probe.class_weight)
     p.add_argument("--seed", type=int, default=probe.seed)
+    p.add_argument("--cpsp-supervision", choices=SUPERVISIONS, default=cpsp.supervision,
+                   help="full: per-second targets; weak: only the classes present in each window")
+    p.add_argument("--cpsp-epochs", type=int, default=cpsp.epochs)
+    p.add_argument("--cpsp-batch-size", type=int, default=cpsp.batch_size, help="windows per batch")
+    p.add_argument("--cpsp-lr", type=float, default=cpsp.lr)
+    p.add_argument("--cpsp-weight-decay", type=float, default=cpsp.weight_decay)
+    p.add_argument("--cpsp-window", type=int, default=cpsp.length, help="seconds per window")
+    p.add_argument("--cpsp-stride", type=int, default=cpsp.stride, help="seconds between training windows")
+    p.add_argument("--cpsp-val-fraction", type=float, default=cpsp.val_fraction,
+                   help="last share of each training stream kept for model selection")
+    p.add_argument("--cpsp-input-norm", choices=INPUT_NORMS, default=cpsp.input_norm)
+    p.add_argument("--cpsp-category-head", choices=CATEGORY_HEADS, default=cpsp.category_head)
+    p.add_argument("--cpsp-hidden", type=int, default=cpsp.hidden, help="projection and BiLSTM size")
+    p.add_argument("--cpsp-device", default=cpsp.device, help="torch device, e.g. cuda")
     p.add_argument("--output", "-o", required=True, help="output directory (path or URI)")
     return p.parse_args(argv)
 
@@ -63,9 +98,15 @@ def main(argv: list[str] | None = None) -> int:
         features = FEATURE_SETS if "all" in args.features else tuple(dict.fromkeys(args.features))
         config = LocalizeJobConfig(
             embeddings=args.embeddings, labels=args.labels, output=args.output, train=tuple(args.train),
-            eval=parse_eval(args.eval), features=features, head=args.head,
+            eval=parse_eval(args.eval), features=features, heads=parse_heads(args.head),
             probe=ProbeConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                               class_weight=args.class_weight, seed=args.seed),
+            cpsp=CPSPHeadConfig(supervision=args.cpsp_supervision, epochs=args.cpsp_epochs,
+                                batch_size=args.cpsp_batch_size, lr=args.cpsp_lr, weight_decay=args.cpsp_weight_decay,
+                                seed=args.seed, device=args.cpsp_device, length=args.cpsp_window,
+                                stride=args.cpsp_stride, val_fraction=args.cpsp_val_fraction,
+                                input_norm=args.cpsp_input_norm, category_head=args.cpsp_category_head,
+                                hidden=args.cpsp_hidden),
         )
         result = run_localize(config)
     except (ValueError, FileNotFoundError) as exc:  # DownstreamError, EmbeddingsError, LabelsError are ValueErrors

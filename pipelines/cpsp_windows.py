@@ -1,43 +1,49 @@
-"""10-s windows of our embeddings + per-second labels: the inputs of the CPSP head.
+"""Windows of T seconds of our embeddings + per-second labels: the inputs of the CPSP head.
 
 CPSP works on "videos" of T one-second segments (AVE: T = 10). Here a window is
 T consecutive seconds t0 .. t0+T−1 of one stream, cut from the embeddings
 dataset (DESIGN §3.2) with the per-second labels (§3.3):
 
-- Windows never cross a stream boundary or a gap in t (a second without an
-  embedding); a run of consecutive seconds gives windows at t0 = start,
-  start + stride, ... while the window fits (the tail shorter than T is dropped).
-- Segment label of a second: one class or background.
-  ``event="any"``: a label row counts when the class is audible or visible (all
-  rows of the synthetic labels); ``event="audio_visual"``: only when it is both
-  (AVE's definition of an audio-visual event). Several counting classes in one
-  second: a class that is both audible and visible wins over one that is only
-  heard or only seen; among equals, the first in class order. Seconds without a
-  counting row are background (class C).
-- Class order: ``classes`` when given (it fixes the indices, so pass the same
-  list for every split), else the sorted label names of the whole labels file
-  (all streams, so every split of one file gets the same indices). A label not
-  in ``classes`` is an error.
+- Training windows (``cut_windows``, ``build_windows``) never cross a stream
+  boundary or a gap in t (a second without an embedding); a run of consecutive
+  seconds gives windows at t0 = start, start + stride, ... while the window fits
+  (the tail shorter than T is dropped).
+- Prediction windows (``cover``) tile every second instead: per run, windows every
+  T seconds, then one more aligned to the run's end when the run is not a multiple
+  of T (it overlaps the previous window), and the whole run as one shorter window
+  when the run is shorter than T. So a head predicts every second a per-second head
+  predicts.
+- Segment label of a second: one class or background, by the single rule of
+  ``pipelines.downstream.labels`` (every label row counts; among the classes of a
+  second, one both audible and visible first, then the rarest in the whole table,
+  then the name), so the CPSP head and the linear probe are trained and scored on
+  the same targets. ``event="audio_visual"`` keeps only rows both audible and
+  visible first (AVE's definition of an audio-visual event).
+- Class order: ``classes`` when given (it fixes the indices, so pass the same list
+  for every split), else the sorted label names of the whole labels file (all
+  streams, so every split of one file gets the same indices). A label not in
+  ``classes`` is an error. CPSP indices put background last (class C, AVE's
+  layout); the labels table puts it first (class 0): ``to_segment_labels`` and
+  ``from_segment_labels`` convert.
 - Video labels [W, C]: the classes present among the window's segment labels
   (multi-hot), the targets of the weakly supervised setting.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
-import pandas as pd
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from epg.cpsp.train import CPSPData, video_labels_from_segments
+from pipelines.downstream.labels import LabelTable, align_labels, read_labels
 from pipelines.embeddings import Embeddings, read_embeddings
 
 EventRule = Literal["any", "audio_visual"]
-LABEL_COLUMNS = ("stream_id", "t", "label", "audible", "visible")
+EVENT_RULES: tuple[str, ...] = get_args(EventRule)
 
 
 class WindowsError(ValueError):
@@ -79,56 +85,106 @@ class Windows:
         return CPSPData(self.visual, self.audio, self.segment_labels, self.video_labels)
 
 
-def read_labels(path: str | Path) -> pd.DataFrame:
-    """A labels table (Parquet, or CSV by its .csv suffix) with columns stream_id, t, label, audible, visible."""
-    path = Path(path)
-    if not path.is_file():
-        raise WindowsError(f"labels file {str(path)!r} does not exist")
-    table = pacsv.read_csv(path) if path.suffix.lower() == ".csv" else pq.read_table(path)
-    missing = [c for c in LABEL_COLUMNS if c not in table.column_names]
-    if missing:
-        raise WindowsError(f"labels file {str(path)!r} lacks column(s) {missing}")
-    frame = table.select(list(LABEL_COLUMNS)).to_pandas()
-    frame["stream_id"] = frame["stream_id"].astype(str)
-    frame["t"] = frame["t"].astype(np.int64)
-    frame["label"] = frame["label"].astype(str)
-    for column in ("audible", "visible"):
-        frame[column] = frame[column].astype(bool)
-    return frame
+def to_segment_labels(target: np.ndarray, n_classes: int) -> np.ndarray:
+    """Targets of the labels table (0 = background, 1..C events) → CPSP classes (0..C−1 events, C = background)."""
+    target = np.asarray(target, np.int64)
+    return np.where(target == 0, n_classes, target - 1)
 
 
-def second_labels(labels: pd.DataFrame, classes: tuple[str, ...], event: EventRule = "any") -> dict[tuple[str, int], int]:
-    """{(stream_id, t): class index} by the rules in the module docstring; background seconds are absent."""
-    if event not in ("any", "audio_visual"):
-        raise WindowsError(f"event must be 'any' or 'audio_visual', got {event!r}")
-    unknown = sorted(set(labels["label"]) - set(classes))
+def from_segment_labels(segment: np.ndarray, n_classes: int) -> np.ndarray:
+    """Inverse of ``to_segment_labels``."""
+    segment = np.asarray(segment, np.int64)
+    return np.where(segment == n_classes, 0, segment + 1)
+
+
+def segment_labels(labels: LabelTable, stream_id: np.ndarray, t: np.ndarray, classes: tuple[str, ...],
+                   event: EventRule = "any") -> np.ndarray:
+    """CPSP class of each row (stream_id[i], t[i]) in ``classes`` order (len(classes) = background)."""
+    if event not in EVENT_RULES:
+        raise WindowsError(f"event must be one of {EVENT_RULES}, got {event!r}")
+    unknown = sorted(set(labels.classes[1:]) - set(classes))
     if unknown:
         raise WindowsError(f"labels {unknown} are not among the classes {list(classes)}")
-    both = labels["audible"] & labels["visible"]
-    counts = both if event == "audio_visual" else labels["audible"] | labels["visible"]
-    rows = labels[counts].assign(
-        class_index=lambda f: f["label"].map({name: i for i, name in enumerate(classes)}),
-        only_one=~both[counts],  # False (both) sorts first
-    )
-    rows = rows.sort_values(["stream_id", "t", "only_one", "class_index"], kind="stable")
-    first = rows.drop_duplicates(["stream_id", "t"], keep="first")
-    return {(s, int(t)): int(c) for s, t, c in zip(first["stream_id"], first["t"], first["class_index"])}
+    if event == "audio_visual":
+        frame = labels.frame
+        labels = dataclasses.replace(labels, frame=frame[frame["audible"] & frame["visible"]].reset_index(drop=True))
+    target = align_labels(labels, stream_id, t).target  # table order, 0 = background
+    to_classes = np.asarray([len(classes)] + [classes.index(c) for c in labels.classes[1:]], np.int64)
+    return to_classes[target]
 
 
 def window_starts(t: np.ndarray, length: int, stride: int) -> np.ndarray:
     """Row indices where windows start, for one stream's sorted seconds ``t`` (no window crosses a gap)."""
+    return np.asarray([start for run_start, run_end in _runs(t)
+                       for start in range(run_start, run_end - length + 1, stride)], np.int64)
+
+
+def cover(t: np.ndarray, length: int) -> list[tuple[int, int]]:
+    """Row ranges [start, stop) of windows that together hold every second of one stream's sorted ``t``
+    (the prediction tiling of the module docstring; windows never cross a gap)."""
+    if length < 1:
+        raise WindowsError(f"length must be >= 1, got {length}")
+    ranges: list[tuple[int, int]] = []
+    for run_start, run_end in _runs(t):
+        if run_end - run_start <= length:
+            ranges.append((run_start, run_end))
+            continue
+        ranges += [(s, s + length) for s in range(run_start, run_end - length + 1, length)]
+        if ranges[-1][1] < run_end:
+            ranges.append((run_end - length, run_end))
+    return ranges
+
+
+def _runs(t: np.ndarray) -> list[tuple[int, int]]:
+    """Row ranges [start, stop) of the runs of consecutive seconds of sorted ``t``."""
     if len(t) and (np.diff(t) <= 0).any():
         raise WindowsError("seconds of a stream must be strictly increasing (duplicate embedding rows?)")
     breaks = np.nonzero(np.diff(t) != 1)[0] + 1
-    starts: list[int] = []
-    for run_start, run_end in zip(np.r_[0, breaks], np.r_[breaks, len(t)]):
-        starts += range(int(run_start), int(run_end) - length + 1, stride)
-    return np.asarray(starts, np.int64)
+    return [(int(a), int(b)) for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(t)]) if b > a]
+
+
+def cut_windows(
+    stream_id: np.ndarray,
+    t: np.ndarray,
+    visual: np.ndarray,
+    audio: np.ndarray,
+    segment: np.ndarray,
+    classes: tuple[str, ...],
+    *,
+    length: int = 10,
+    stride: int = 10,
+) -> Windows:
+    """Training windows of ``length`` seconds every ``stride`` seconds from per-second rows grouped by stream
+    and sorted by t within a stream; ``segment`` [N] holds CPSP classes (len(classes) = background)."""
+    if length < 1 or stride < 1:
+        raise WindowsError(f"length and stride must be >= 1, got {length}, {stride}")
+    background = len(classes)
+    index_rows: list[np.ndarray] = []
+    for stream in sorted(set(np.asarray(stream_id).tolist())):
+        rows = np.nonzero(stream_id == stream)[0]
+        for start in window_starts(t[rows], length, stride):
+            index_rows.append(rows[start:start + length])
+    if not index_rows:
+        dim = visual.shape[1]
+        empty = np.zeros((0, length, dim), np.float32)
+        return Windows(empty, empty.copy(), np.zeros((0, length), np.int64), np.zeros((0, background), np.float32),
+                       np.zeros(0, object), np.zeros(0, np.int64), classes)
+    index = np.stack(index_rows)  # [W, T] rows
+    window_segments = np.asarray(segment, np.int64)[index]
+    return Windows(
+        visual=np.asarray(visual, np.float32)[index],
+        audio=np.asarray(audio, np.float32)[index],
+        segment_labels=window_segments,
+        video_labels=video_labels_from_segments(window_segments, background),
+        stream_id=np.asarray(stream_id, object)[index[:, 0]],
+        t0=np.asarray(t, np.int64)[index[:, 0]],
+        classes=classes,
+    )
 
 
 def build_windows(
     emb: Embeddings,
-    labels: pd.DataFrame,
+    labels: LabelTable,
     *,
     classes: tuple[str, ...] | list[str] | None = None,
     length: int = 10,
@@ -136,39 +192,14 @@ def build_windows(
     event: EventRule = "any",
 ) -> Windows:
     """Cut ``emb`` into windows of ``length`` seconds every ``stride`` seconds and label them."""
-    if length < 1 or stride < 1:
-        raise WindowsError(f"length and stride must be >= 1, got {length}, {stride}")
-    classes = tuple(classes) if classes is not None else tuple(sorted(set(labels["label"])))
+    classes = tuple(classes) if classes is not None else labels.classes[1:]
     if not classes:
-        raise WindowsError("no classes: the labels table is empty and no class list was given")
-    if len(emb) and not set(emb.streams) & set(labels["stream_id"]):
-        raise WindowsError(f"the labels share no stream with the embeddings (embeddings: {emb.streams[:5]}...)")
-    per_second = second_labels(labels, classes, event)
-    background = len(classes)
-    index_rows: list[np.ndarray] = []
-    for stream in emb.streams:
-        rows = np.nonzero(emb.stream_id == stream)[0]
-        for start in window_starts(emb.t[rows], length, stride):
-            index_rows.append(rows[start:start + length])
-    dim = emb.v.shape[1]
-    if not index_rows:
-        empty = np.zeros((0, length, dim), np.float32)
-        return Windows(empty, empty.copy(), np.zeros((0, length), np.int64), np.zeros((0, background), np.float32),
-                       np.zeros(0, object), np.zeros(0, np.int64), classes)
-    index = np.stack(index_rows)  # [W, T] rows of emb
-    stream_of = emb.stream_id[index]
-    t_of = emb.t[index]
-    segment = np.asarray([[per_second.get((s, int(t)), background) for s, t in zip(ss, ts)]
-                          for ss, ts in zip(stream_of, t_of)], np.int64).reshape(index.shape)
-    return Windows(
-        visual=emb.v[index],
-        audio=emb.a[index],
-        segment_labels=segment,
-        video_labels=video_labels_from_segments(segment, background),
-        stream_id=stream_of[:, 0].copy(),
-        t0=t_of[:, 0].copy(),
-        classes=classes,
-    )
+        raise WindowsError(f"no classes: the labels table {labels.path!r} is empty and no class list was given")
+    if len(emb) and not set(emb.streams) & labels.streams:
+        raise WindowsError(f"the labels {labels.path!r} share no stream with the embeddings "
+                           f"(embeddings: {emb.streams[:5]}...)")
+    segment = segment_labels(labels, emb.stream_id, emb.t, classes, event)
+    return cut_windows(emb.stream_id, emb.t, emb.v, emb.a, segment, classes, length=length, stride=stride)
 
 
 def read_windows(
@@ -181,8 +212,9 @@ def read_windows(
     stride: int = 10,
     event: EventRule = "any",
 ) -> Windows:
-    """``build_windows`` on an embeddings directory (complete streams only; the given ones when named)."""
-    return build_windows(read_embeddings(embeddings_root, stream_ids), read_labels(labels_path), classes=classes,
+    """``build_windows`` on an embeddings directory (complete streams only; the given ones when named) and a
+    labels file (Parquet or CSV, path or URI, read by ``pipelines.downstream.labels.read_labels``)."""
+    return build_windows(read_embeddings(embeddings_root, stream_ids), read_labels(str(labels_path)), classes=classes,
                          length=length, stride=stride, event=event)
 
 

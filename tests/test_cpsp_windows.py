@@ -1,7 +1,8 @@
-"""10-s CPSP windows from an embeddings directory and per-second labels."""
+"""10-s CPSP windows from an embeddings directory and per-second labels (the labels table's target rule)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +14,15 @@ from epg.cpsp import CPSPModel, CPSPModelConfig
 from pipelines.cpsp_windows import (
     WindowsError,
     build_windows,
-    read_labels,
+    cover,
+    from_segment_labels,
     read_windows,
-    second_labels,
+    segment_labels,
     split_by_time,
+    to_segment_labels,
     window_starts,
 )
+from pipelines.downstream.labels import LabelsError, align_labels, read_labels
 from pipelines.embeddings import embeddings_schema, embeddings_table, read_embeddings
 from pipelines.manifest import StreamManifest, stream_dir
 from pipelines.storage import OutputStore
@@ -57,7 +61,7 @@ LABEL_ROWS = [
     ("cam_a", 3, "car", True, False),
     ("cam_a", 3, "bus", True, True),  # heard and seen: wins over the car only heard
     ("cam_a", 4, "truck", True, False),
-    ("cam_a", 4, "car", True, False),  # equal footing: first in class order (car < truck)
+    ("cam_a", 4, "car", True, False),  # equal footing: the rarer class wins (truck: 2 rows, car: 4)
     ("cam_a", 5, "forklift", False, True),
     ("cam_a", 22, "truck", True, True),
     ("cam_b", 0, "car", False, True),
@@ -82,11 +86,11 @@ def test_windows_follow_streams_and_never_cross_a_gap(embeddings_dir, labels_pat
     assert w.visual.shape == (3, 10, DIM) and w.audio.shape == (3, 10, DIM)
     assert w.visual[:, :, 0].tolist() == [list(range(10)), list(range(20, 30)), list(range(10))]
     assert w.audio[:, :, 1].tolist() == w.visual[:, :, 0].tolist()
-    # cam_a 2: car, 3: bus (heard and seen), 4: car (before truck), 5: forklift (seen only counts for "any")
-    assert w.segment_labels[0].tolist() == [BG, BG, 1, 0, 1, 2, BG, BG, BG, BG]
+    # cam_a 2: car, 3: bus (heard and seen), 4: truck (rarer than car), 5: forklift (seen only counts for "any")
+    assert w.segment_labels[0].tolist() == [BG, BG, 1, 0, 4, 2, BG, BG, BG, BG]
     assert w.segment_labels[1].tolist() == [BG, BG, 4] + [BG] * 7
     assert w.segment_labels[2].tolist() == [1] + [BG] * 9
-    assert w.video_labels.tolist() == [[1, 1, 1, 0, 0], [0, 0, 0, 0, 1], [0, 1, 0, 0, 0]]
+    assert w.video_labels.tolist() == [[1, 1, 1, 0, 1], [0, 0, 0, 0, 1], [0, 1, 0, 0, 0]]
     one_hot = w.segment_one_hot()
     assert one_hot.shape == (3, 10, 6) and (one_hot.argmax(-1) == w.segment_labels).all()
 
@@ -112,25 +116,42 @@ def test_csv_labels_and_explicit_class_order(embeddings_dir, labels_path):
     assert np.array_equal(csv.segment_labels, parquet.segment_labels)
     order = ("truck", "train", "forklift", "car", "bus", "siren")
     w = read_windows(str(embeddings_dir), labels_path, classes=order)
-    # in this order truck (0) comes before car (3) at second 4; "siren" never occurs
+    # the order only renames the indices (the target rule is the labels table's); "siren" never occurs
     assert w.segment_labels[0].tolist() == [6, 6, 3, 4, 0, 2, 6, 6, 6, 6]
     assert w.video_labels.shape == (3, 6)
     with pytest.raises(WindowsError, match=r"labels \['bus'\] are not among the classes"):
         read_windows(str(embeddings_dir), labels_path, classes=("car", "forklift", "train", "truck"))
 
 
+def test_segment_labels_are_the_labels_tables_targets(embeddings_dir, labels_path):
+    """One rule for both localization heads: CPSP classes are the table's targets with background moved last."""
+    emb = read_embeddings(str(embeddings_dir))
+    table = read_labels(str(labels_path))
+    assert table.classes[1:] == CLASSES
+    target = align_labels(table, emb.stream_id, emb.t).target
+    segment = segment_labels(table, emb.stream_id, emb.t, CLASSES)
+    assert np.array_equal(segment, to_segment_labels(target, len(CLASSES)))
+    assert np.array_equal(from_segment_labels(segment, len(CLASSES)), target)
+    assert to_segment_labels(np.array([0, 1, 5]), 5).tolist() == [BG, 0, 4]
+
+
+def test_labels_without_audible_visible_count_as_both(embeddings_dir, tmp_path):
+    (tmp_path / "plain.csv").write_text("stream_id,t,label\ncam_b,1,car\ncam_b,2,bus\n")
+    w = read_windows(str(embeddings_dir), tmp_path / "plain.csv", stream_ids=["cam_b"], event="audio_visual")
+    assert w.classes == ("bus", "car") and w.segment_labels[0].tolist() == [2, 1, 0] + [2] * 7
+
+
 def test_unusable_inputs_are_named(embeddings_dir, labels_path, tmp_path):
-    with pytest.raises(WindowsError, match="labels share no stream"):
-        build_windows(read_embeddings(str(embeddings_dir)), read_labels(labels_path).assign(stream_id="cam_z"))
-    (tmp_path / "bad.csv").write_text("stream_id,t,label\ncam_a,1,car\n")
-    with pytest.raises(WindowsError, match=r"lacks column\(s\) \['audible', 'visible'\]"):
-        read_labels(tmp_path / "bad.csv")
-    with pytest.raises(WindowsError, match="does not exist"):
-        read_labels(tmp_path / "missing.parquet")
+    table = read_labels(str(labels_path))
+    with pytest.raises(WindowsError, match="labels.parquet' share no stream"):
+        build_windows(read_embeddings(str(embeddings_dir)),
+                      dataclasses.replace(table, frame=table.frame.assign(stream_id="cam_z")))
+    with pytest.raises(LabelsError, match="missing.parquet.*does not exist"):
+        read_windows(str(embeddings_dir), tmp_path / "missing.parquet")
     with pytest.raises(WindowsError, match="strictly increasing"):
         window_starts(np.array([0, 1, 1, 2]), 2, 1)
     with pytest.raises(WindowsError, match="event must be"):
-        second_labels(read_labels(labels_path), CLASSES, event="audible")
+        segment_labels(table, np.array(["cam_a"]), np.array([2]), CLASSES, event="audible")
 
 
 def test_window_starts_on_runs():
@@ -138,6 +159,19 @@ def test_window_starts_on_runs():
     assert window_starts(t, 3, 1).tolist() == [0, 1, 2, 5, 6, 7, 8]
     assert window_starts(t, 3, 3).tolist() == [0, 5, 8]
     assert window_starts(t, 6, 1).tolist() == [5]
+
+
+def test_cover_tiles_every_second_without_crossing_a_gap():
+    t = np.r_[np.arange(0, 23), np.arange(30, 34), np.arange(40, 50)]  # runs of 23, 4 and 10 seconds
+    ranges = cover(t, 10)
+    # 23 s: 0-9, 10-19 and 13-22 (aligned to the run's end); 4 s: one short window; 10 s: one window
+    assert ranges == [(0, 10), (10, 20), (13, 23), (23, 27), (27, 37)]
+    covered = np.zeros(len(t), int)
+    for start, stop in ranges:
+        assert (np.diff(t[start:stop]) == 1).all()
+        covered[start:stop] += 1
+    assert (covered >= 1).all()
+    assert cover(np.arange(5), 10) == [(0, 5)] and cover(np.arange(0), 10) == []
 
 
 def test_split_by_time_shares_no_second(embeddings_dir, labels_path):

@@ -256,15 +256,17 @@ def test_localize_job_reports_accuracy_per_view_features_and_class(scene, tmp_pa
                               "--eval", "similar=similar", "--eval", "challenging=challenging", "--output", str(out)])
     assert code == 0
     assert "baseline" in capsys.readouterr().out
-    scores = read_json(out / "accuracy.json")
+    accuracy = read_json(out / "accuracy.json")
     summary = read_json(out / "summary.json")
     assert summary["classes"] == [BACKGROUND, "car", "forklift", "glass_break", "motorcycle", "train"]
-    assert summary["majority_class"] == BACKGROUND and summary["head"] == "linear"
+    assert summary["majority_class"] == BACKGROUND and summary["heads"] == ["linear"]
+    assert set(accuracy) == {"linear"} and "cpsp" not in summary
+    scores = accuracy["linear"]
     assert set(scores) == {"audio", "visual", "both"}
     similar = {f: scores[f]["per_view"]["similar"] for f in scores}
     assert similar["both"]["accuracy"] >= 0.97
     assert scores["both"]["per_view"]["challenging"]["accuracy"] >= 0.9
-    assert summary["accuracy"]["both"]["similar"] == similar["both"]["accuracy"]
+    assert summary["accuracy"]["linear"]["both"]["similar"] == similar["both"]["accuracy"]
     # What each modality can know: the forklift is silent, the train is never seen.
     assert similar["audio"]["per_class"]["forklift"] <= 0.2 and similar["audio"]["per_class"]["train"] >= 0.9
     assert similar["visual"]["per_class"]["train"] <= 0.2 and similar["visual"]["per_class"]["forklift"] >= 0.9
@@ -277,13 +279,15 @@ def test_localize_job_reports_accuracy_per_view_features_and_class(scene, tmp_pa
     assert weighted == pytest.approx(similar["both"]["accuracy"])
 
     table = pd.read_csv(out / "accuracy.csv")
-    assert len(table) == 3 * 2 * (1 + 6)
+    assert len(table) == 3 * 2 * (1 + 6) and set(table["head"]) == {"linear"}
     row = table[(table.features == "audio") & (table.view == "similar") & (table["class"] == "all")]
     assert row.accuracy.item() == pytest.approx(similar["audio"]["accuracy"])
     assert_real_png(out / "accuracy.png", min_width=900, min_height=600)
-    assert summary["best_features"] == {"similar": "both", "challenging": "both"}
+    assert {v: (b["head"], b["features"]) for v, b in summary["best"].items()} == {
+        "similar": ("linear", "both"), "challenging": ("linear", "both")}
     config = LocalizeJobConfig.from_dict(read_json(out / "config.json"))
     assert config.eval == {"similar": ("similar",), "challenging": ("challenging",)} and config.probe.epochs == 50
+    assert config.heads == ("linear",)
 
 
 def test_localize_reads_csv_labels_the_same_way(scene, tmp_path):
@@ -297,7 +301,7 @@ def test_localize_reads_csv_labels_the_same_way(scene, tmp_path):
                                   "--eval", "both_views=similar,challenging", "--features", "both", "--output", str(out)]) == 0
         results[name] = read_json(out / "accuracy.json")
     assert results["csv"] == results["parquet"]
-    assert results["csv"]["both"]["per_view"]["both_views"]["n_seconds"] == 720
+    assert results["csv"]["linear"]["both"]["per_view"]["both_views"]["n_seconds"] == 720
 
 
 def test_localize_bad_input_exits_2_naming_it(scene, tmp_path, capsys):
