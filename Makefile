@@ -1,14 +1,17 @@
 # Two commands on a fresh machine (see README):
-#   make demo   generate a synthetic stream and ingest it, printing a summary
+#   make demo   the whole pipeline on synthetic footage, ending with a report page (out/demo/report/index.html)
 #   make test   run the test suite
-# Both create the virtual environment on first use.
+# Both create the virtual environment on first use and install the system packages the
+# project needs (system-deps: chromium, which the tests use to render the report).
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: demo test install clean
+.PHONY: demo test install system-deps clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,10 +21,19 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-demo: install
+# Debian's chromium (headless) renders the report in tests/test_main_job.py; installed once, as root.
+system-deps:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+		echo "system-deps: installing chromium and a font (apt-get)"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			chromium fonts-dejavu-core >/dev/null; \
+	fi
+
+demo: install system-deps
 	$(BIN)/python jobs/demo.py --out out/demo
 
-test: install
+test: install system-deps
 	$(BIN)/python -m pytest -q
 
 clean:

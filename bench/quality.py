@@ -74,7 +74,11 @@ METHODS: dict[str, dict[str, Any] | None] = {
     "epg-topk+safe": {"mining": "topk"},  # the library default (k 4, cap 8, W 10, warm-up 1)
     "epg-consensus": {"mining": "consensus", **NO_SAFEGUARDS},
     "epg-consensus+safe": {"mining": "consensus"},
+    # the same two without augmentation: what augmentation does to learning within this budget
+    "tpg-noaug": {"enabled": False},
+    "epg-topk+safe-noaug": {"mining": "topk"},
 }
+NO_AUGMENT = frozenset(m for m in METHODS if m.endswith("-noaug"))
 VIEWS = ("similar", "challenging")
 FEATURES = ("audio", "visual", "both")
 
@@ -105,15 +109,16 @@ def pretrain_flags(args: argparse.Namespace, data: dict[str, Path], run_dir: Pat
         "--epg-config", str(epg_config), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
         "--lr-visual", str(args.lr), "--lr-audio", str(args.lr), "--seed", str(args.seed),
         "--labels", str(data["labels"]), "--checkpoint-every", "100000", "--keep-checkpoints", "1", "--log-every", "50",
+        "--max-failures", "2",  # a worker lost on a loaded machine resumes from the last epoch's checkpoint
     ]
 
 
 def train(method: str, args: argparse.Namespace, data: dict[str, Path], work: Path) -> tuple[Path, float]:
     """The method's checkpoint (trained, or the seeded random init) and the training seconds."""
     run_dir = work / "run"
-    done = sorted(run_dir.glob("checkpoint_step*"))
-    if done:
-        return done[-1], float(json.loads((work / "train_seconds.json").read_text()))
+    finished = work / "train_seconds.json"  # written last: a run without it is resumed by run_pretrain
+    if finished.exists():
+        return max(run_dir.glob("checkpoint_step*")), float(json.loads(finished.read_text()))
     pairs = METHODS[method]
     base = EPGConfig()
     epg = replace(base, pairs=replace(base.pairs, **(pairs or {})))
@@ -122,6 +127,8 @@ def train(method: str, args: argparse.Namespace, data: dict[str, Path], work: Pa
     flags = pretrain_flags(args, data, run_dir, epg_config)
     if pairs is not None and pairs.get("enabled") is False:
         flags += ["--pairing", "tpg"]
+    if method in NO_AUGMENT:
+        flags += ["--no-augment"]
     config = config_from_args(parse_args(flags))
     began = time.perf_counter()
     if pairs is None:  # random encoders: the same model, seeded, saved as a checkpoint without a step
@@ -132,7 +139,7 @@ def train(method: str, args: argparse.Namespace, data: dict[str, Path], work: Pa
     else:
         checkpoint = Path(run_pretrain(config).checkpoint)
     seconds = time.perf_counter() - began
-    (work / "train_seconds.json").write_text(json.dumps(seconds))
+    finished.write_text(json.dumps(seconds))
     return checkpoint, seconds
 
 
@@ -272,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{method}: done in {time.perf_counter() - began:.0f} s", flush=True)
     budget = (f"Budget: pretraining on {args.train_minutes:g} min of timeline A's train view ({args.size}, crops "
               f"{args.crop} px), preset {args.preset}, {args.epochs} epochs, batch {args.batch_size} visual samples, "
-              f"lr {args.lr:g} for both encoders, augmentation on, seed {args.seed}; evaluation on "
+              f"lr {args.lr:g} for both encoders, augmentation on (except *-noaug), seed {args.seed}; evaluation on "
               f"{args.eval_minutes:g} min of timeline B (similar and challenging views).")
     text = budget + "\n\n" + table(results, args.heads)
     print("\n" + text)

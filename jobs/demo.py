@@ -1,10 +1,11 @@
-"""The main job on synthetic data: generate a multi-view stream and ingest it.
+"""The main job on synthetic data: generate → ingest → pretrain EPG (CPU) → embed → anomaly, search, localize → report.
 
-    python jobs/demo.py --out out/demo [--minutes 5]
+    python jobs/demo.py --out out/demo [--minutes 5] [--preset small] [--epochs 3] [--start-time 2026-05-01T08:00:00]
 
-Until pretraining and scoring exist this is the end-to-end pipeline: it
-prints the generator's and the ingest job's summaries and where the clips
-are. Exit code 1 when ingest reported a failure.
+Prints one line per stage with its time, each job's summary, and last where the report is
+(<out>/report/index.html). A rerun with the same --out reuses the finished stages.
+The stages and decisions are described in pipelines/main_job.py.
+Exit code 0 when done, 1 when a stage failed, 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -15,35 +16,48 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout / ray working dir
 
-import pyarrow.parquet as pq  # noqa: E402
+from pipelines.main_job import MainJobConfig, MainJobError, format_result, run_main  # noqa: E402
+from pipelines.pretrain import PAIRINGS, PRESETS  # noqa: E402
 
-from pipelines.ingest import run_ingest  # noqa: E402
-from pipelines.ingest_config import IngestConfig  # noqa: E402
-from pipelines.synthetic import SyntheticConfig, generate  # noqa: E402
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    d = MainJobConfig(out="-")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="out/demo", help="output folder (videos, clips, runs, embeddings, jobs, report)")
+    p.add_argument("--minutes", type=float, default=d.minutes, help="minutes of synthetic footage per view")
+    p.add_argument("--seed", type=int, default=d.seed, help="event timeline of the synthetic stream")
+    p.add_argument("--rate-scale", type=float, default=d.rate_scale, help="event rate x the generator's default")
+    p.add_argument("--views", default=",".join(d.views), help="comma-separated views (train and at least one more)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=d.preset, help="model size")
+    p.add_argument("--pairing", choices=PAIRINGS, default=d.pairing)
+    p.add_argument("--epochs", type=int, default=d.epochs, help="pretraining epochs (the first is the TPG warm-up)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="visual samples per step")
+    p.add_argument("--start-time", default=None, metavar="ISO8601",
+                   help="when the recording started: times in the outputs become wall-clock HH:MM:SS")
+    p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or a new local Ray)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("out/demo"))
-    parser.add_argument("--minutes", type=float, default=5.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
-
-    videos = args.out / "videos"
-    streams = generate(SyntheticConfig(out=videos, minutes=args.minutes, seed=args.seed))
-    print(
-        f"generated {len(streams.videos)} views x {streams.seconds:.0f} s in {streams.wall_seconds:.1f} s "
-        f"({streams.seconds * len(streams.videos) / streams.wall_seconds:.1f}x real time) -> {videos}"
-    )
-    labels = pq.read_table(streams.labels).to_pandas()
-    per_class = labels[labels.stream_id == "train"].groupby("label").t.count().sort_values(ascending=False)
-    print("labelled seconds per class (train view): " + ", ".join(f"{k} {v}" for k, v in per_class.items()))
-
-    summary = run_ingest([str(videos)], str(args.out / "clips"), IngestConfig(), show_progress=not args.quiet)
-    print(summary.format())
-    print(f"clips: {args.out / 'clips'}  (read with pipelines.clips_index.read_stream)")
-    return 0 if summary.ok else 1
+    args = parse_args(argv)
+    try:
+        config = MainJobConfig(
+            out=args.out, minutes=args.minutes, seed=args.seed, rate_scale=args.rate_scale,
+            views=tuple(v for v in args.views.split(",") if v), preset=args.preset, pairing=args.pairing,
+            epochs=args.epochs, batch_size=args.batch_size, start_time=args.start_time, ray_address=args.address,
+            show_progress=not args.quiet,
+        )
+    except ValueError as exc:
+        print(f"demo: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = run_main(config)
+    except (MainJobError, ValueError, FileNotFoundError) as exc:  # PretrainError, EmbedError, DownstreamError ...
+        print(f"demo: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(format_result(result))
+    return 0
 
 
 if __name__ == "__main__":
