@@ -36,3 +36,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         raise FileNotFoundError(f"shared data not found at {SHARED_DATA}; set EPG_SHARED_DATA")
     return SHARED_DATA
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Small models on a shared machine: one intra-op thread avoids waiting on busy cores (restored after)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

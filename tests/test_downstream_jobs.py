@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-import torch
 from PIL import Image
 
 from epg.timecode import hhmmss, parse_start_time
@@ -37,13 +36,7 @@ import search as search_cli  # noqa: E402
 GLASS = SCENE_CLASSES["glass_break"][2]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny probes on a shared machine: one intra-op thread avoids waiting on busy cores (restored after)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from pipelines.downstream.heads import CPSPHeadConfig
 from pipelines.downstream.labels import BACKGROUND, read_labels
@@ -27,13 +26,7 @@ SECONDS = 357  # not a multiple of the 10-s window: the last seconds need an end
 GAP = range(100, 105)  # seconds missing from the "gappy" view
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small models on a shared machine: one intra-op thread avoids waiting on busy cores (restored after)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
