@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", type=Path, default=Path("out/quality"))
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
-    parser.add_argument("--heads", default="linear", help="localization heads: linear[,cpsp]")
+    parser.add_argument("--heads", default="linear,cpsp", help="localization heads: linear[,cpsp]")
     parser.add_argument("--train-minutes", type=float, default=20.0)
     parser.add_argument("--eval-minutes", type=float, default=10.0)
     parser.add_argument("--size", default="320x180")
