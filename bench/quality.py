@@ -52,7 +52,7 @@ import torch  # noqa: E402
 from epg.config import EPGConfig  # noqa: E402
 from epg.metrics import mean_average_precision, precision_at_k  # noqa: E402
 from epg.search import SearchIndex  # noqa: E402
-from jobs.pretrain import config_from_args, parse_args  # noqa: E402
+from pipelines.pretrain_args import config_from_args, parse_args  # noqa: E402
 from pipelines.downstream.anomaly_job import AnomalyJobConfig, run_anomaly  # noqa: E402
 from pipelines.downstream.labels import align_labels, read_labels  # noqa: E402
 from pipelines.downstream.localize_job import LocalizeJobConfig, run_localize  # noqa: E402

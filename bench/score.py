@@ -33,12 +33,12 @@ import ray  # noqa: E402
 import torch  # noqa: E402
 
 from epg.search import SearchIndex  # noqa: E402
-from jobs.pretrain import config_from_args, parse_args  # noqa: E402
+from pipelines.pretrain_args import config_from_args, parse_args  # noqa: E402
 from pipelines.clips_index import read_stream  # noqa: E402
 from pipelines.embed import EmbedSettings, run_embed  # noqa: E402
 from pipelines.ingest import WORKER_ENV, run_ingest  # noqa: E402
 from pipelines.ingest_config import IngestConfig  # noqa: E402
-from pipelines.pretrain import PRESETS, build_model, load_model, write_model  # noqa: E402
+from pipelines.pretrain import build_model, load_model, write_model  # noqa: E402
 from pipelines.synthetic import SyntheticConfig, generate  # noqa: E402
 from pipelines.train_data import decode_clips  # noqa: E402
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ray  # noqa: E402
 import torch  # noqa: E402
 
-from jobs.pretrain import config_from_args, parse_args  # noqa: E402
+from pipelines.pretrain_args import config_from_args, parse_args  # noqa: E402
 from pipelines.ingest import WORKER_ENV, run_ingest  # noqa: E402
 from pipelines.ingest_config import IngestConfig  # noqa: E402
 from pipelines.pretrain import run_pretrain  # noqa: E402

@@ -24,7 +24,7 @@ Decisions:
   within 10 minutes: at the natural rates a short stream has no anomaly to find.
 - Pretraining uses every view's clips (it needs no labels); the labels are passed
   for the mined-pair diagnostics only. The PretrainConfig is built by the
-  pretraining CLI's own ``parse_args`` + ``config_from_args`` so the demo trains
+  pretraining CLI's ``parse_args`` + ``config_from_args`` (``pipelines.pretrain_args``) so the demo trains
   exactly what ``jobs/pretrain.py`` with the same flags would.
 - Resume: a rerun with the same out folder reuses every finished stage.
   generate is skipped when its config.json records the same generator config;
@@ -47,9 +47,7 @@ Decisions:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
-import importlib.util
 import json
 import math
 import os
@@ -57,7 +55,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
@@ -242,27 +239,16 @@ def generated_already(config: SyntheticConfig, layout: Layout) -> bool:
     return recorded == config.to_dict() and all((layout.videos / f"{v}.mp4").is_file() for v in config.views)
 
 
-@functools.cache
-def _pretrain_cli() -> ModuleType:
-    """``jobs/pretrain.py`` of this checkout, loaded by path (``jobs/`` is not an installed package)."""
-    path = Path(__file__).resolve().parents[1] / "jobs" / "pretrain.py"
-    spec = importlib.util.spec_from_file_location("_epg_jobs_pretrain", path)
-    if spec is None or spec.loader is None:
-        raise MainJobError(f"cannot load the pretraining CLI {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def pretrain_config(config: MainJobConfig, layout: Layout, run_dir: Path | None = None) -> PretrainConfig:
-    """The PretrainConfig that ``jobs/pretrain.py`` builds from the same flags (its own parse_args + config_from_args)."""
-    cli = _pretrain_cli()
+    """The PretrainConfig that ``jobs/pretrain.py`` builds from the same flags (``pipelines.pretrain_args``)."""
+    from pipelines.pretrain_args import config_from_args, parse_args
+
     argv = ["--clips", str(layout.clips), "--run-dir", str(run_dir or layout.runs / "pending"), "--preset", config.preset,
             "--pairing", config.pairing, "--epochs", str(config.epochs), "--workers", "1", "--labels", str(layout.labels),
             "--seed", str(config.seed), "--log-every", "20"]
     if config.batch_size is not None:
         argv += ["--batch-size", str(config.batch_size)]
-    return cli.config_from_args(cli.parse_args(argv))
+    return config_from_args(parse_args(argv))
 
 
 def run_dir_for(config: MainJobConfig, layout: Layout, data_key: dict[str, Any]) -> Path:
