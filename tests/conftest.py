@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("EPG_SHARED_DATA", REPO.parent / "shared" / "data"))
 sys.path.insert(0, str(REPO))
+
+
+def shared_data_candidates() -> list[Path]:
+    """Where ../shared/data may be: $EPG_SHARED_DATA, beside this checkout, or beside the local
+    checkout this one was cloned from (a CI-style fresh clone in /tmp of a checkout that sits beside shared/)."""
+    if "EPG_SHARED_DATA" in os.environ:
+        return [Path(os.environ["EPG_SHARED_DATA"])]
+    candidates = [REPO.parent / "shared" / "data"]
+    origin = subprocess.run(["git", "-C", str(REPO), "remote", "get-url", "origin"], capture_output=True, text=True)
+    if origin.returncode == 0 and "://" not in origin.stdout and Path(origin.stdout.strip()).is_dir():
+        candidates.append(Path(origin.stdout.strip()).resolve().parent / "shared" / "data")
+    return candidates
 
 
 @pytest.fixture(scope="session")
@@ -33,9 +45,11 @@ def ray_local():
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        raise FileNotFoundError(f"shared data not found at {SHARED_DATA}; set EPG_SHARED_DATA")
-    return SHARED_DATA
+    candidates = shared_data_candidates()
+    for path in candidates:
+        if path.is_dir():
+            return path
+    raise FileNotFoundError(f"shared data not found at {', '.join(map(str, candidates))}; set EPG_SHARED_DATA")
 
 
 @pytest.fixture

@@ -40,6 +40,10 @@ F = 5
 LAM = 0.3  # not the default, so a wrong λ shows
 SETTINGS = EmbedSettings(batch_size=16, rows_per_file=8, clips_per_task=8, window_seconds=10)
 
+# In-process model calls run on one thread, like the Ray actors (OMP_NUM_THREADS=1), so both
+# paths add in the same order and the comparisons below hold at float32 precision.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def write_checkpoint(run_dir: Path, step: int, seed: int, crop: int = CROP) -> Path:
     """A checkpoint directory exactly as pretraining writes it (``save_checkpoint``), plus the run's config.json."""
