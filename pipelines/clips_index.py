@@ -23,8 +23,11 @@ def stream_manifests(root: str) -> list[StreamManifest]:
     return [m for m in manifests if m is not None]
 
 
-def clip_files(root: str) -> list[str]:
-    """Parquet files of every complete stream, in stream and time order."""
+def complete_stream_files(root: str) -> list[str]:
+    """Parquet files of every complete stream, in stream and time order.
+
+    Any root laid out one ``stream_id=<id>/`` directory per stream with a manifest:
+    the clips of ingest and the embeddings of scoring (``pipelines.embeddings``)."""
     store = OutputStore(root)
     files = []
     for manifest in stream_manifests(root):

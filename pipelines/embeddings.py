@@ -22,8 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.clips_index import stream_manifests
-from pipelines.manifest import STATUS_COMPLETE, stream_dir
+from pipelines.clips_index import complete_stream_files
 from pipelines.storage import OutputStore
 
 
@@ -100,22 +99,12 @@ class Embeddings:
         return int(rows[0])
 
 
-def embedding_files(root: str) -> list[str]:
-    """Parquet files of every complete stream, in stream and time order."""
-    store = OutputStore(root)
-    files: list[str] = []
-    for manifest in stream_manifests(root):
-        if manifest.status == STATUS_COMPLETE:
-            files += [f"{stream_dir(store, manifest.stream_id)}/{name}" for name in manifest.files]
-    return files
-
-
 def read_embeddings(root: str, stream_ids: list[str] | None = None) -> Embeddings:
     """All complete streams of an embeddings root (or the given ones); ``EmbeddingsError`` when unusable."""
     store = OutputStore(root)
     if not store.exists(store.path()):
         raise EmbeddingsError(f"embeddings directory {root!r} does not exist; run jobs/embed.py first")
-    files = embedding_files(root)
+    files = complete_stream_files(root)
     if stream_ids is not None:
         wanted = {f"stream_id={sid}" for sid in stream_ids}
         files = [f for f in files if f.rsplit("/", 2)[-2] in wanted]

@@ -40,7 +40,7 @@ import torch
 from PIL import Image
 
 from epg.config import ModelConfig
-from pipelines.clips_index import clip_files, stream_manifests
+from pipelines.clips_index import complete_stream_files, stream_manifests
 from pipelines.manifest import STATUS_COMPLETE
 from pipelines.storage import OutputStore
 
@@ -84,7 +84,7 @@ def inspect_clips(root: str) -> ClipsInfo:
     if not complete:
         found = ", ".join(f"{m.stream_id} ({m.status})" for m in manifests) or "no stream_id=* directories"
         raise ClipsError(f"clips directory {root!r} has no completely ingested stream ({found}); run jobs/ingest.py first")
-    files = clip_files(root)
+    files = complete_stream_files(root)
     if not files:
         raise ClipsError(f"clips directory {root!r}: the complete streams list no Parquet files")
     shapes: dict[tuple[int, int, int, int], str] = {}

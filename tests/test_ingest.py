@@ -17,7 +17,7 @@ from PIL import Image
 
 from epg.features import LogMelConfig, mel_bin_of_frequency
 from pipelines.clips import clips_schema
-from pipelines.clips_index import clip_files, read_stream
+from pipelines.clips_index import complete_stream_files, read_stream
 from pipelines.ingest import STAGING, run_ingest
 from pipelines.ingest_config import IngestConfig
 from pipelines.manifest import StreamManifest
@@ -130,7 +130,7 @@ def test_schema_row_count_crops_and_logmel(ray_local, tmp_path):
     config = IngestConfig(window_seconds=3, shard_rows=6)  # default 160-pixel crops
     summary = run_ingest([str(video)], str(out), config)
     assert summary.ok, summary.format()
-    files = clip_files(str(out))
+    files = complete_stream_files(str(out))
     assert [Path(f).parent.name for f in files] == ["stream_id=cam", "stream_id=cam"]
     table = pq.read_table(files[0])
     assert table.schema.equals(clips_schema(config), check_metadata=False)
