@@ -600,15 +600,17 @@ def run_embed(
                         scoring_seconds)
 
 
-def embed_video_file(path: str, checkpoint: str, *, batch_size: int = 32, frame_backend: str = "pyav") -> Embeddings:
+def embed_video_file(path: str, checkpoint: str, *, settings: EmbedSettings = EmbedSettings()) -> Embeddings:
     """Embeddings of every whole second of one (short) video file, computed in this process without Ray.
 
     The stream id is the file stem; rows are the seconds with audio and video, ordered by t; the
-    numbers equal those of ``run_embed`` on the same file. ``EmbedError`` names the file and the
-    reason when it cannot be read or has no second with both audio and video.
+    numbers equal those of ``run_embed`` on the same file with the same ``settings`` (the decode
+    windows matter: audio decoded from a window's seek point can differ slightly in the second
+    after it). ``EmbedError`` names the file and the reason when it cannot be read or has no second
+    with both audio and video.
     """
     scoring = ScoringModel.load(checkpoint)
-    ingest = ingest_config_for(scoring, EmbedSettings(frame_backend=frame_backend))
+    ingest = ingest_config_for(scoring, settings)
     try:
         resolved = resolve_inputs([path])
     except InputError as exc:
@@ -623,7 +625,7 @@ def embed_video_file(path: str, checkpoint: str, *, batch_size: int = 32, frame_
         raise EmbedError(str(exc)) from None
     backend, _ = stream_backend(ingest.frame_backend, info, source.local_path)
     shape = ClipShape.of_model(scoring.model_config)
-    embedder = ClipEmbedder.in_process(scoring, batch_size)
+    embedder = ClipEmbedder.in_process(scoring, settings.batch_size)
     info_json = json.dumps(info.to_dict())
     times, vs, as_, ds = [], [], [], []
     windows = []

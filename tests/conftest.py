@@ -25,6 +25,13 @@ def shared_data_candidates() -> list[Path]:
     return candidates
 
 
+SHARED_DATA = next((path for path in shared_data_candidates() if path.is_dir()), None)
+if SHARED_DATA is not None:
+    # The generator looks for its real sounds only in $EPG_SHARED_DATA or beside the checkout:
+    # point it at what was found, so a clone elsewhere generates the same test streams.
+    os.environ.setdefault("EPG_SHARED_DATA", str(SHARED_DATA))
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """A real local Ray with 2 CPUs, started once (and stopped) by the tests."""
@@ -45,11 +52,10 @@ def ray_local():
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    candidates = shared_data_candidates()
-    for path in candidates:
-        if path.is_dir():
-            return path
-    raise FileNotFoundError(f"shared data not found at {', '.join(map(str, candidates))}; set EPG_SHARED_DATA")
+    if SHARED_DATA is None:
+        where = ", ".join(map(str, shared_data_candidates()))
+        raise FileNotFoundError(f"shared data not found at {where}; set EPG_SHARED_DATA")
+    return SHARED_DATA
 
 
 @pytest.fixture

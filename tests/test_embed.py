@@ -40,10 +40,6 @@ F = 5
 LAM = 0.3  # not the default, so a wrong λ shows
 SETTINGS = EmbedSettings(batch_size=16, rows_per_file=8, clips_per_task=8, window_seconds=10)
 
-# In-process model calls run on one thread, like the Ray actors (OMP_NUM_THREADS=1), so both
-# paths add in the same order and the comparisons below hold at float32 precision.
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def write_checkpoint(run_dir: Path, step: int, seed: int, crop: int = CROP) -> Path:
     """A checkpoint directory exactly as pretraining writes it (``save_checkpoint``), plus the run's config.json."""
@@ -280,7 +276,7 @@ def test_bad_input_is_refused_before_anything_is_written(clips_root, run_dir, ra
 def test_embed_video_file_in_process(scored, media, run_dir, tmp_path):
     clips = read_embeddings(str(scored))
     for stream_id in ("train", "pattern"):
-        got = embed_video_file(str(media / f"{stream_id}.mp4"), str(run_dir))
+        got = embed_video_file(str(media / f"{stream_id}.mp4"), str(run_dir), settings=SETTINGS)
         want = clips.of_streams([stream_id])
         assert got.stream_id.tolist() == [stream_id] * len(want) and got.t.tolist() == want.t.tolist()
         assert got.model == want.model and got.lam == LAM
