@@ -2,8 +2,8 @@
 
     L = mean_{P_aligned} D² + w · mean_{P_mined} D² + ν · mean_{N} max(0, m − D)²
 
-over anchors i (the global batch) and candidates j (global batch + bank), in
-both directions, D(v_i, a_j) and D(a_i, v_j), with one label matrix for both
+over anchors i (the global batch) and candidates j (global batch + bank; with
+``BankConfig.mining_only`` the bank gives mined positives only), in both directions, D(v_i, a_j) and D(a_i, v_j), with one label matrix for both
 (the two directions' means are averaged). ν is ``negative_weight`` (1 by
 default). A mined pair is a weighted positive (``mined_as="positive"``) or only
 left out of the negatives (``"ignore"``). An empty set contributes 0.
@@ -57,6 +57,7 @@ def _chunk_sums(
     lam: float,
     margin: float,
     mined_positive: bool,
+    batch_chunk: bool,
 ) -> tuple[torch.Tensor, ...]:
     """One candidate chunk, both directions: Σ_aligned D², Σ_mined D², Σ_negative hinge², and the three counts.
 
@@ -66,6 +67,9 @@ def _chunk_sums(
     aligned = aligned_mask(anchor_stream, anchor_t, cand_stream, cand_t, tau)
     mined = mined_mask(mined_index, offset, cand_v.shape[0])
     negative = ~(aligned | mined)
+    if not batch_chunk:  # a bank chunk that serves mining only: its mined positives count, nothing else
+        aligned = torch.zeros_like(aligned)
+        negative = torch.zeros_like(negative)
     d_va = pairwise_distance(v, cand_a, lam)
     d_av = pairwise_distance(a, cand_v, lam)
     squared = d_va.square() + d_av.square()
@@ -89,11 +93,14 @@ def multi_positive_margin_loss(
     mined_weight: float,
     mined_as: MinedAs,
     chunk_size: int,
+    bank_mining_only: bool = False,
 ) -> LossTerms:
     """Loss of ``anchors`` (with gradient) against ``candidates`` under ``labels``.
 
     Gradients reach whatever candidate rows require grad (the local slice of the
-    gathered batch); bank rows are detached.
+    gathered batch); bank rows are detached. ``bank_mining_only``: candidates after
+    the global batch (the bank) give mined positives only, no aligned pairs and no
+    negatives (``BankConfig.mining_only``).
     """
     zero = anchors.v.new_zeros(())
     totals = [zero, zero, zero]
@@ -101,7 +108,8 @@ def multi_positive_margin_loss(
     use_checkpoint = torch.is_grad_enabled()
     for offset, chunk in candidates.chunks(chunk_size):
         args = (anchors.v, anchors.a, chunk.v, chunk.a, labels.anchor_stream, labels.anchor_t, chunk.stream, chunk.t,
-                labels.mined_index, offset, labels.tau, config.lam, config.margin, mined_as == "positive")
+                labels.mined_index, offset, labels.tau, config.lam, config.margin, mined_as == "positive",
+                not bank_mining_only or offset < len(anchors))
         if use_checkpoint:
             parts = checkpoint(_chunk_sums, *args, use_reentrant=False, preserve_rng_state=False)
         else:

@@ -112,7 +112,8 @@ def train_step(
     chunk = config.bank.chunk_size
     labels = pair_labels(anchors, candidates, config.pairs, config.loss.lam, epoch, chunk)
     terms = multi_positive_margin_loss(
-        anchors, candidates, labels, config.loss, config.pairs.mined_weight, config.pairs.mined_as, chunk
+        anchors, candidates, labels, config.loss, config.pairs.mined_weight, config.pairs.mined_as, chunk,
+        bank_mining_only=config.bank.mining_only,
     )
     metrics = step_metrics(anchors.detach(), candidates, labels, terms, step=step, seed=config.optim.seed)
     metrics["world_size"] = float(world_size)

@@ -35,6 +35,8 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
     p.add_argument("--k", type=int, default=None, help="neighbours per modality (topk/consensus)")
     p.add_argument("--warmup-epochs", type=int, default=None, help="epochs of TPG labels before mining")
     p.add_argument("--bank-size", type=int, default=None)
+    p.add_argument("--bank-negatives", action="store_true",
+                   help="bank rows are also aligned pairs and negatives of the loss (default: mining candidates only)")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--visual-checkpoint", default=None, help="pretrained X3D state dict (local path)")
     p.add_argument("--audio-checkpoint", default=None, help="pretrained audio ResNet state dict (local path)")
@@ -77,7 +79,8 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
         model=model,
         pairs=replace(base.pairs, **{k: v for k, v in pairs.items() if v is not None}),
         optim=replace(base.optim, **{k: v for k, v in optim.items() if v is not None}),
-        bank=replace(base.bank, size=args.bank_size) if args.bank_size is not None else base.bank,
+        bank=replace(base.bank, **({"size": args.bank_size} if args.bank_size is not None else {}),
+                     **({"mining_only": False} if args.bank_negatives else {})),
         augment=replace(base.augment, enabled=False) if args.no_augment else base.augment,
     )
     return PretrainConfig(

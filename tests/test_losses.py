@@ -55,6 +55,25 @@ def test_hand_computed_mined_pair():
     assert math.isclose(float(ignored.loss), 2 + (2 - math.sqrt(2)) ** 2 / 2, rel_tol=1e-5)
 
 
+def test_bank_mining_only_gives_mined_positives_and_nothing_else():
+    anchors = two_clips()
+    # A bank of one stale copy of clip 1 (an aligned pair of clip 1 by (stream, t)) and the clip-2 sample.
+    bank = Samples(anchors.v.detach().clone(), anchors.a.detach().clone() + 0.5, anchors.stream, anchors.t, anchors.label)
+    candidates = CandidateSet([anchors, bank])
+    # Anchor 0 mines bank row 1 (global index 3); anchor 1 mines nothing.
+    labels = with_mined(tpg_labels(anchors, candidates, 0, 1.0), [[3], [-1]])
+    config = LossConfig(lam=1.0, margin=2.0)
+    full = multi_positive_margin_loss(anchors, candidates, labels, config, 1.0, "positive", 1)
+    only = multi_positive_margin_loss(anchors, candidates, labels, config, 1.0, "positive", 1, bank_mining_only=True)
+    batch = loss_of(anchors, tpg_labels(anchors, CandidateSet([anchors]), 0, 1.0))
+    # Mining-only: aligned pairs and negatives are those of the batch alone; the mined bank row still counts.
+    assert (full.num_aligned, full.num_mined, full.num_negative) == (4, 1, 3)
+    assert (only.num_aligned, only.num_mined, only.num_negative) == (2, 1, 2)
+    assert math.isclose(float(only.aligned), float(batch.aligned), rel_tol=1e-6)
+    assert math.isclose(float(only.negative), float(batch.negative), rel_tol=1e-6)
+    assert math.isclose(float(only.mined), float(full.mined), rel_tol=1e-6) and float(only.mined) > 0
+
+
 def test_chunking_changes_neither_value_nor_gradient():
     generator = torch.Generator().manual_seed(0)
     n, d = 9, 5
