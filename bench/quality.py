@@ -242,10 +242,32 @@ def table(results: list[dict[str, Any]], heads: list[str]) -> str:
             node = node.get(key) if isinstance(node, dict) else None
         return node
 
-    lines = ["| method | " + " | ".join(c for c, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    ranks = mean_ranks(results, [path for name, path in columns if is_headline(name)], get)
+    lines = ["| method | " + " | ".join(c for c, _ in columns) + " | mean rank |", "|---" * (len(columns) + 2) + "|"]
     for r in results:
-        lines.append(f"| {r['method']} | " + " | ".join(_f(get(r, p)) for _, p in columns) + " |")
+        lines.append(f"| {r['method']} | " + " | ".join(_f(get(r, p)) for _, p in columns)
+                     + f" | {ranks[r['method']]:.2f} |")
     return "\n".join(lines)
+
+
+def is_headline(column: str) -> bool:
+    """The columns the mean rank averages: both-feature localization, anomaly AUC/AP, search P@5/mAP."""
+    return column.endswith(" both") or column.startswith(("anom", "P@5", "mAP"))
+
+
+def mean_ranks(results: list[dict[str, Any]], paths: list[tuple], get: Any) -> dict[str, float]:
+    """Each method's rank (1 = best, ties share the mean rank) averaged over ``paths``; missing values rank last."""
+    totals = {r["method"]: 0.0 for r in results}
+    for path in paths:
+        values = np.array([v if isinstance(v := get(r, path), (int, float)) and v == v else -np.inf for r in results])
+        order = (-values).argsort(kind="stable")
+        rank = np.empty(len(values))
+        rank[order] = np.arange(1, len(values) + 1)
+        for value in np.unique(values):  # ties share their mean rank
+            rank[values == value] = rank[values == value].mean()
+        for r, x in zip(results, rank):
+            totals[r["method"]] += x / max(len(paths), 1)
+    return totals
 
 
 def main(argv: list[str] | None = None) -> None:
