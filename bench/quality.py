@@ -72,7 +72,7 @@ METHODS: dict[str, dict[str, Any] | None] = {
     "epg-adaptive": {"mining": "adaptive", **NO_SAFEGUARDS},  # the paper as read: no warm-up, no cap, no gap
     "epg-adaptive+safe": {"mining": "adaptive"},
     "epg-topk": {"mining": "topk", **NO_SAFEGUARDS},
-    "epg-topk+safe": {"mining": "topk"},  # the library default (k 4, cap 8, W 10, warm-up 1)
+    "epg-topk+safe": {"mining": "topk"},  # the safeguards are the library defaults (k 4, cap 8, W 10, warm-up 1)
     "epg-consensus": {"mining": "consensus", **NO_SAFEGUARDS},
     "epg-consensus+safe": {"mining": "consensus"},
     # topk with the safeguards and a warm-up of half the epochs: mining starts from embeddings TPG has shaped
@@ -297,8 +297,9 @@ def main(argv: list[str] | None = None) -> None:
     ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": WORKER_ENV},
              log_to_driver=False)
     data = prepare_data(args)
-    # The library defaults (augmentation, bank, loss) are part of the budget: a change of them starts new runs.
-    defaults = hashlib.sha256(json.dumps(EPGConfig().to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+    # The library's augmentation, bank and loss defaults are part of the budget: a change of them starts new runs.
+    budget_defaults = {k: v for k, v in EPGConfig().to_dict().items() if k in ("augment", "bank", "loss")}
+    defaults = hashlib.sha256(json.dumps(budget_defaults, sort_keys=True).encode()).hexdigest()[:8]
     tag = f"{args.preset}-c{args.crop}-e{args.epochs}-b{args.batch_size}-lr{args.lr:g}-s{args.seed}-{defaults}"
     results = []
     for method in methods:

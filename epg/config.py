@@ -158,7 +158,7 @@ class PairConfig:
 
     enabled: bool = True
     tau: int = 0
-    mining: MiningRule = "topk"
+    mining: MiningRule = "consensus"  # the quality benchmark's pick (README "Quality benchmark"); DESIGN §4 proposed topk
     k: int = 4
     quantile: float = 0.01
     cap: int | None = 8

@@ -4,10 +4,12 @@ from epg.config import (AugmentConfig, BankConfig, EPGConfig, LossConfig, ModelC
                         VisualConfig)
 
 
-def test_defaults_follow_the_design():
+def test_defaults_follow_the_design_and_the_benchmark():
     config = EPGConfig()
     assert config.loss.lam == 0.5 and config.loss.margin == 1.0
-    assert config.pairs.mining == "topk" and config.pairs.k == 4 and config.pairs.tau == 0
+    # Picked by bench/quality.py (README "Quality benchmark"): consensus mining, a mining-only bank, no spatial shift.
+    assert config.pairs.mining == "consensus" and config.pairs.k == 4 and config.pairs.tau == 0
+    assert config.bank.mining_only and config.augment.shift == 0.0
     assert config.pairs.mined_as == "positive" and config.augment.enabled
     assert config.model.embed_dim == 512 and config.model.visual.frames == 5 and config.model.visual.crop_size == 160
     assert (config.model.audio.n_mels, config.model.audio.frames) == (128, 64)
