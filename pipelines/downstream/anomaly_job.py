@@ -39,7 +39,7 @@ import pyarrow as pa
 from epg.anomaly import Event, Threshold, detect_events, fit_threshold, merge_events
 from epg.metrics import average_precision, roc_auc
 from pipelines.downstream import DownstreamError
-from pipelines.downstream.clock import Clock
+from pipelines.downstream.clock import Clock, check_start_times
 from pipelines.downstream.labels import SecondLabels, align_labels, read_labels
 from pipelines.downstream.outputs import CONFIG_FILE, OutputDir, config_from_record, config_record
 from pipelines.downstream.plots import anomaly_timeline_png
@@ -77,10 +77,7 @@ class AnomalyJobConfig:
             raise ValueError(f"AnomalyJobConfig.max_gap must be >= 0, got {self.max_gap}")
         if self.labels is not None and not self.anomaly_classes:
             raise ValueError("AnomalyJobConfig.anomaly_classes must name at least one class when labels are given")
-        try:
-            Clock(self.start_times)
-        except ValueError as exc:
-            raise ValueError(f"AnomalyJobConfig.start_times: {exc}") from exc
+        check_start_times("AnomalyJobConfig.start_times", self.start_times)
 
     @classmethod
     def from_dict(cls, data: dict) -> AnomalyJobConfig:

@@ -31,6 +31,14 @@ def parse_start_time_args(values: Iterable[str]) -> dict[str, str]:
     return out
 
 
+def check_start_times(field: str, start_times: Mapping[str, str] | None) -> None:
+    """A job config's check of its ``start_times``: ValueError prefixed with ``field`` (e.g. ``"SearchJobConfig.start_times"``)."""
+    try:
+        Clock(start_times)
+    except ValueError as exc:
+        raise ValueError(f"{field}: {exc}") from exc
+
+
 class Clock:
     """Formats a stream's seconds as HH:MM:SS (wall-clock when its start is known)."""
 

@@ -37,7 +37,7 @@ import pyarrow as pa
 from epg.metrics import precision_at_k
 from epg.search import MODES, Hit, Mode, SearchIndex
 from pipelines.downstream import DownstreamError
-from pipelines.downstream.clock import Clock
+from pipelines.downstream.clock import Clock, check_start_times
 from pipelines.downstream.labels import align_labels, read_labels
 from pipelines.downstream.outputs import CONFIG_FILE, OutputDir, config_from_record, config_record
 from pipelines.downstream.plots import Card, contact_sheet_html, contact_sheet_png
@@ -98,10 +98,7 @@ class SearchJobConfig:
             raise ValueError(f"SearchJobConfig.exclusion must be >= 0 seconds, got {self.exclusion}")
         if self.suppression < 0:
             raise ValueError(f"SearchJobConfig.suppression must be >= 0 seconds, got {self.suppression}")
-        try:
-            Clock(self.start_times)
-        except ValueError as exc:
-            raise ValueError(f"SearchJobConfig.start_times: {exc}") from exc
+        check_start_times("SearchJobConfig.start_times", self.start_times)
 
     @classmethod
     def from_dict(cls, data: dict) -> SearchJobConfig:
