@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from pipelines.probe import VideoInfo
 from pipelines.sources import open_source
@@ -90,15 +91,20 @@ def _decode_range(
     last = float(targets[-1])
     times: list[float] = []
     kept: dict[int, np.ndarray] = {}
+    # One reformatter for the window keeps one scaler: frame.to_ndarray(width=...)
+    # builds a new one per frame, which cost twice as much when two workers
+    # ran side by side (measured: 0.31 against 0.14 s per 60-s 720p window).
+    reformatter = VideoReformatter()
 
     def keep_if_shown(frame: av.VideoFrame, until: float) -> None:
         # The previous frame is shown at every target in [its time, until);
         # the very first frame also stands in for targets just before it.
         lo = times[-1] - TIME_EPS if len(times) > 1 else -np.inf
         if np.any((targets >= lo) & (targets + TIME_EPS < until)):
-            kept[len(times) - 1] = frame.to_ndarray(
-                width=width, height=height, format="rgb24", interpolation=SCALE_INTERPOLATION
+            scaled = reformatter.reformat(
+                frame, width=width, height=height, format="rgb24", interpolation=SCALE_INTERPOLATION
             )
+            kept[len(times) - 1] = scaled.to_ndarray()
 
     with open_source(uri) as handle, av.open(handle) as container:
         stream = container.streams.video[0]
