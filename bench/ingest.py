@@ -10,8 +10,10 @@ For each stream (made once by the synthetic generator and cached under
   equivalent; the ffmpeg binary is timed too when it is installed);
 - ingest with each frame backend: the real Ray Data pipeline (probe, window
   decode, crops, JPEG, log-mel, Parquet) on a local Ray with all cores.
-Prints footage seconds per wall second, the ratio ingest / decode-only
-(target <= 1.3) and peak memory: the anchor's RSS, and the peak of the sum of
+Each ingest run is paired with a decode-only run just before it (--repeat
+pairs per backend; the host's speed drifts, so single runs mislead); prints
+footage seconds per wall second, the median ratio ingest / decode-only
+(target <= 1.3) and its range, and peak memory: the anchor's RSS, and the peak of the sum of
 all Ray worker RSS during ingest (target: flat from 10 to 60 minutes).
 """
 
@@ -19,8 +21,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,13 +40,13 @@ from pipelines.ingest_config import IngestConfig  # noqa: E402
 from pipelines.synthetic import SyntheticConfig, generate  # noqa: E402
 
 DECODE_ONLY = """
-import sys, time, av
+import resource, sys, time, av
 t0 = time.perf_counter()
 with av.open(sys.argv[1]) as c:
     c.streams.video[0].thread_type = "AUTO"
     for frame in c.decode(video=0, audio=0):
         pass
-print(time.perf_counter() - t0)
+print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
@@ -58,11 +60,12 @@ def stream_for(minutes: float, cache: Path) -> Path:
 
 
 def decode_only(video: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of a fresh process decoding the file."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Wall seconds and peak RSS (MB) of a fresh process decoding the file
+    (the process reports its own peak: this driver's other children, e.g. a
+    stopped Ray, must not count)."""
     done = subprocess.run([sys.executable, "-c", DECODE_ONLY, str(video)], capture_output=True, text=True, check=True)
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return float(done.stdout.strip()), max(peak_kb, before) / 1024
+    seconds, peak_kb = done.stdout.split()
+    return float(seconds), int(peak_kb) / 1024
 
 
 def ffmpeg_decode(video: Path) -> float | None:
@@ -112,21 +115,22 @@ class WorkerMemory:
 
 
 def fresh_ray(backend: str, warm: Path, work: Path) -> None:
-    """A new local Ray per measurement, warmed up on a short file: workers have
-    imported librosa/numba, and no state (e.g. decord's per-worker reader
-    cache) is carried over from an earlier measurement."""
+    """A new local Ray per measurement, warmed up on a short file cut into
+    twice as many windows as there are CPUs, so every worker has imported
+    librosa/numba before the timed run; no state (e.g. decord's per-worker
+    reader cache) is carried over from an earlier measurement."""
     if ray.is_initialized():
         ray.shutdown()
     cpus = os.cpu_count() or 1
     ray.init(num_cpus=cpus, include_dashboard=False, runtime_env={"env_vars": WORKER_ENV}, log_to_driver=False)
     ensure_ray()
-    ingest(warm, backend, work)
+    ingest(warm, backend, work, window_seconds=max(1, 30 // (2 * cpus)))
 
 
-def ingest(video: Path, backend: str, work: Path) -> tuple[float, float, float, int]:
+def ingest(video: Path, backend: str, work: Path, window_seconds: int = 60) -> tuple[float, float, float, int]:
     out = work / f"clips-{backend}-{video.parent.name}"
     shutil.rmtree(out, ignore_errors=True)
-    config = IngestConfig(frame_backend=backend, fallback_backend=False)
+    config = IngestConfig(frame_backend=backend, fallback_backend=False, window_seconds=window_seconds)
     with WorkerMemory() as memory:
         summary = run_ingest([str(video)], str(out), config, show_progress=False)
     if not summary.ok:
@@ -139,8 +143,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, nargs="+", default=[10.0, 60.0])
     parser.add_argument("--backends", nargs="+", default=["pyav", "decord"])
+    parser.add_argument("--repeat", type=int, default=3, help="paired (decode-only, ingest) runs per backend")
     parser.add_argument("--cache", type=Path, default=Path("out/bench"))
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be >= 1")
 
     cpus = os.cpu_count() or 1
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
@@ -150,22 +157,41 @@ def main() -> None:
     for minutes in args.minutes:
         video = stream_for(minutes, args.cache)
         seconds = minutes * 60
-        anchor_s, anchor_mb = decode_only(video)
-        ff = ffmpeg_decode(video)
-        rows.append((f"{minutes:g} min", "decode-only (PyAV)", anchor_s, seconds / anchor_s, 1.0, anchor_mb, anchor_mb))
-        if ff is not None:
-            nan = float("nan")
-            rows.append((f"{minutes:g} min", "decode-only (ffmpeg)", ff, seconds / ff, ff / anchor_s, nan, nan))
+        stream = f"{minutes:g} min"
+        anchors: list[tuple[float, float]] = []
+        measured = []
         for backend in args.backends:
             fresh_ray(backend, warm, work)
-            wall, peak, peak_one, clips = ingest(video, backend, work)
-            assert clips == int(seconds), (clips, seconds)
-            rows.append((f"{minutes:g} min", f"ingest ({backend})", wall, seconds / wall, wall / anchor_s, peak, peak_one))
+            runs = []
+            for _ in range(args.repeat):
+                # Each ingest run is paired with a decode-only run just before it,
+                # so a change in machine speed (shared host) moves both alike.
+                anchor_s, anchor_mb = decode_only(video)
+                anchors.append((anchor_s, anchor_mb))
+                wall, peak, peak_one, clips = ingest(video, backend, work)
+                assert clips == int(seconds), (clips, seconds)
+                runs.append((wall, wall / anchor_s, peak, peak_one))
+            measured.append((backend, runs))
+        anchor_s = statistics.median(a for a, _ in anchors)
+        anchor_mb = max(mb for _, mb in anchors)
+        rows.append((stream, "decode-only (PyAV)", anchor_s, seconds / anchor_s, 1.0, "", anchor_mb, anchor_mb))
+        ff = ffmpeg_decode(video)
+        if ff is not None:
+            nan = float("nan")
+            rows.append((stream, "decode-only (ffmpeg)", ff, seconds / ff, ff / anchor_s, "", nan, nan))
+        for backend, runs in measured:
+            wall = statistics.median(r[0] for r in runs)
+            ratios = [r[1] for r in runs]
+            spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
+            peak, peak_one = max(r[2] for r in runs), max(r[3] for r in runs)
+            rows.append((stream, f"ingest ({backend})", wall, seconds / wall, statistics.median(ratios), spread, peak, peak_one))
 
-    print(f"\ningest vs decode-only, 1280x720 30 fps H.264 + AAC, {cpus} CPU(s), same run")
-    print(f"{'stream':<8} {'what':<22} {'wall s':>8} {'footage s/s':>12} {'x decode':>9} {'peak MB':>9} {'1 proc MB':>9}")
-    for stream, what, wall, rate, ratio, mb, one in rows:
-        print(f"{stream:<8} {what:<22} {wall:8.1f} {rate:12.1f} {ratio:9.2f} {mb:9.0f} {one:9.0f}")
+    print(f"\ningest vs decode-only, 1280x720 30 fps H.264 + AAC, {cpus} CPU(s), same run, {args.repeat} paired run(s)")
+    header = f"{'stream':<8} {'what':<22} {'wall s':>8} {'footage s/s':>12} {'x decode':>9} {'range':>10} {'peak MB':>9} {'1 proc MB':>9}"
+    print(header)
+    for stream, what, wall, rate, ratio, spread, mb, one in rows:
+        print(f"{stream:<8} {what:<22} {wall:8.1f} {rate:12.1f} {ratio:9.2f} {spread:>10} {mb:9.0f} {one:9.0f}")
+    print("wall s: median; x decode: median of the paired ratios (range: lowest-highest)")
     print("peak MB: decode-only = that process's max RSS; ingest = peak of the summed RSS of this Ray's")
     print("worker processes (all 'ray::' children of its raylet); 1 proc MB = the largest single worker")
     shutil.rmtree(work, ignore_errors=True)
