@@ -383,6 +383,23 @@ def test_same_stem_from_another_file_is_refused_and_missing_inputs_keep_clips(ra
     assert replaced.ok and len(rows(out, "cam1")) == 4
 
 
+def test_single_map_datasets_skip_the_reservation_and_leave_the_process_context_alone(ray_local):
+    """Ingest's one-operator datasets run without Ray Data's per-operator
+    reservation (it idled half of a small node); other pipelines of the same
+    driver keep the process-wide setting."""
+    import ray
+
+    from pipelines.ingest import run_map, single_map_dataset
+
+    context = ray.data.DataContext.get_current()
+    assert context.op_resource_reservation_enabled
+    dataset = single_map_dataset([{"x": 1}, {"x": 2}], lambda row: {"y": row["x"] * 10}, 1)
+    assert dataset.context.op_resource_reservation_enabled is False
+    assert context.op_resource_reservation_enabled
+    assert sorted(r["y"] for r in run_map([{"x": 3}, {"x": 4}], lambda row: {"y": row["x"] * 10}, 1, "t", "item", False)) == [30, 40]
+    assert context.op_resource_reservation_enabled
+
+
 def test_duplicate_stream_ids_are_refused(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
