@@ -16,8 +16,8 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from pipelines.containers import input_container
 from pipelines.probe import VideoInfo
-from pipelines.sources import open_source
 
 # Downscaling filter for the selected frames: area averaging is the fastest
 # filter that does not alias when a 720p/1080p frame shrinks to ~160 px
@@ -108,9 +108,10 @@ def _decode_range(
             )
             kept[len(times) - 1] = scaled.to_ndarray()
 
-    with open_source(uri) as handle, av.open(handle) as container:
+    # Without a seek the pass reads from the start of the file: a fresh container.
+    with input_container(uri, f"frames/{threads}", reuse=seek_to is not None) as container:
         stream = container.streams.video[0]
-        if threads > 1:
+        if threads > 1 and not stream.codec_context.is_open:
             stream.thread_type = "AUTO"
             stream.codec_context.thread_count = threads
         if seek_to is not None:

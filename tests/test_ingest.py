@@ -554,6 +554,43 @@ def test_remote_files_are_read_through_file_handles(tmp_path, monkeypatch):
     assert len(opened) >= 3
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_frame_pass_keeps_its_container_open_without_changing_frames(tmp_path, suffix):
+    """Windows decoded one after another on a kept-open container (a worker's
+    consecutive windows) select exactly the frames a fresh container gives,
+    B-frames included; a file replaced at the same path is opened anew."""
+    from pipelines import containers
+    from pipelines.frames import select_frames_pyav
+    from pipelines.probe import probe
+
+    video = write_pattern(tmp_path / f"keep{suffix}", Pattern(seconds=9, fps=15, b_frames=2, flash_at=(2.1, 6.3)))
+    info = probe(str(video))
+    windows = [frame_targets_of(start) for start in range(0, 8, 2)]
+
+    containers.close_all()
+    kept = [select_frames_pyav(str(video), info, targets, CROP) for targets in windows]
+    assert containers._open, "the frame pass should keep its container"
+    for targets, reused in zip(windows, kept):
+        containers.close_all()
+        fresh = select_frames_pyav(str(video), info, targets, CROP)
+        assert np.array_equal(fresh.shown_at, reused.shown_at)
+        assert np.array_equal(fresh.frame_index, reused.frame_index)
+        assert all(np.array_equal(a, b) for a, b in zip(fresh.images, reused.images))
+    lit = [[round(t, 1) for t, s_i in zip(targets, s.frame_index) if s.images[s_i].mean() > 128]
+           for targets, s in zip(windows, kept)]
+    assert lit == [[], [2.2, 2.4], [], [6.4, 6.6]]
+
+    write_pattern(video, Pattern(seconds=9, fps=15, b_frames=2, flash_at=(4.1,)))
+    os.utime(video, ns=(1, 1))  # a new mtime even on coarse-clock filesystems
+    replaced = select_frames_pyav(str(video), info, windows[1], CROP)
+    assert not any(replaced.images[i].mean() > 128 for i in replaced.frame_index)
+    containers.close_all()
+
+
+def frame_targets_of(start: int, seconds: int = 2) -> np.ndarray:
+    return np.array([start + k + j / F for k in range(seconds) for j in range(F)])
+
+
 def test_command_line_exit_codes_and_summary(tmp_path):
     good = write_pattern(tmp_path / "ok.mp4", Pattern(seconds=3))
     (tmp_path / "bad.mp4").write_bytes(b"\x00" * 5000)
