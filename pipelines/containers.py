@@ -2,9 +2,9 @@
 
 Opening an mp4 parses its whole sample index: 4 ms for 10 minutes of 720p
 at 30 fps, 15 ms for 60 minutes, 60 ms for four hours. A worker decodes
-consecutive windows of the same file, so the frame pass keeps its container
-open for the next window (a 60-s window of a four-hour file: 0.74 -> 0.67 s).
-Reuse is safe for frames because every pass seeks before it reads, PyAV's
+consecutive windows of the same file, so the frame pass keeps a local
+file's container open for the next window (a 60-s window of a four-hour
+file: 0.74 -> 0.67 s). Reuse is safe for frames because every pass seeks before it reads, PyAV's
 seek flushes the decoders, and video decoding restarts from a keyframe; a
 pass that starts at the beginning of the file gets a fresh container, and a
 pass that fails closes its container.
@@ -24,8 +24,9 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 import av
+import pyarrow.fs as pafs
 
-from pipelines.sources import open_source
+from pipelines.sources import filesystem_from_uri, open_source
 
 # Open containers kept per process (two files, e.g. one finishing, one starting).
 MAX_OPEN = 2
@@ -33,27 +34,43 @@ MAX_OPEN = 2
 _open: OrderedDict[tuple, tuple[ExitStack, av.container.InputContainer]] = OrderedDict()
 
 
-def _key(uri: str, purpose: str) -> tuple:
-    """A local file is keyed by its size and mtime too, so a replaced file is reopened."""
+def _local_key(uri: str, purpose: str) -> tuple | None:
+    """A local file is keyed by its size and mtime too, so a replaced file is
+    reopened; other filesystems are not kept open (None): checking them for a
+    replaced object would cost a request per window, and an idle remote handle
+    can go stale."""
+    if "://" in uri:
+        try:
+            fs, path = filesystem_from_uri(uri)
+        except Exception:  # opening it will say what is wrong
+            return None
+        if not isinstance(fs, pafs.LocalFileSystem):
+            return None
+    else:
+        path = uri
     try:
-        stat = os.stat(uri)
-        return uri, purpose, stat.st_size, stat.st_mtime_ns
-    except OSError:  # a URI: its filesystem may be remote, and a stat per window is not free there
-        return uri, purpose
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return uri, purpose, stat.st_size, stat.st_mtime_ns
 
 
 def _close(entry: tuple[ExitStack, av.container.InputContainer]) -> None:
-    entry[0].close()
+    try:
+        entry[0].close()
+    except Exception:  # closing someone else's container must not fail this pass
+        pass
 
 
 @contextmanager
-def input_container(uri: str, purpose: str, reuse: bool = True) -> Iterator[av.container.InputContainer]:
+def input_container(uri: str, purpose: str, reuse: bool = False) -> Iterator[av.container.InputContainer]:
     """An open container for ``uri``. With ``reuse``, one left open by an
-    earlier pass with the same ``purpose`` (its position is wherever that pass
-    stopped: seek before reading); without, a fresh one that reads from the
-    start. Either way it is kept for the next pass unless this one raises."""
-    key = _key(uri, purpose)
-    entry = _open.pop(key, None) if reuse else None
+    earlier pass with the same ``purpose`` on the same local file (its position
+    is wherever that pass stopped: seek before reading); without, a fresh one
+    that reads from the start. A local file's container is kept for the next
+    pass unless this one raises."""
+    key = _local_key(uri, purpose)
+    entry = _open.pop(key, None) if reuse and key is not None else None
     if entry is None:
         stack = ExitStack()
         try:
@@ -67,6 +84,9 @@ def input_container(uri: str, purpose: str, reuse: bool = True) -> Iterator[av.c
     except BaseException:
         _close(entry)
         raise
+    if key is None:
+        _close(entry)
+        return
     displaced = _open.pop(key, None)
     if displaced is not None:
         _close(displaced)

@@ -555,8 +555,8 @@ def test_remote_files_are_read_through_file_handles(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
-def test_frame_pass_keeps_its_container_open_without_changing_frames(tmp_path, suffix):
-    """Windows decoded one after another on a kept-open container (a worker's
+def test_frame_pass_keeps_its_container_open_without_changing_frames(tmp_path, monkeypatch, suffix):
+    """Windows decoded one after another on one kept-open container (a worker's
     consecutive windows) select exactly the frames a fresh container gives,
     B-frames included; a file replaced at the same path is opened anew."""
     from pipelines import containers
@@ -565,25 +565,31 @@ def test_frame_pass_keeps_its_container_open_without_changing_frames(tmp_path, s
 
     video = write_pattern(tmp_path / f"keep{suffix}", Pattern(seconds=9, fps=15, b_frames=2, flash_at=(2.1, 6.3)))
     info = probe(str(video))
-    windows = [frame_targets_of(start) for start in range(0, 8, 2)]
+    windows = [frame_targets_of(start) for start in range(2, 8, 2)]  # each seeks (window 0 reads from the start)
+    opens = []
+    real_open = containers.av.open
+    monkeypatch.setattr(containers.av, "open", lambda *a, **k: opens.append(a) or real_open(*a, **k))
 
     containers.close_all()
     kept = [select_frames_pyav(str(video), info, targets, CROP) for targets in windows]
-    assert containers._open, "the frame pass should keep its container"
+    assert len(opens) == 1, "consecutive windows of one file should share one open container"
     for targets, reused in zip(windows, kept):
         containers.close_all()
         fresh = select_frames_pyav(str(video), info, targets, CROP)
         assert np.array_equal(fresh.shown_at, reused.shown_at)
         assert np.array_equal(fresh.frame_index, reused.frame_index)
         assert all(np.array_equal(a, b) for a, b in zip(fresh.images, reused.images))
-    lit = [[round(t, 1) for t, s_i in zip(targets, s.frame_index) if s.images[s_i].mean() > 128]
+    lit = [[round(t, 1) for t, i in zip(targets, s.frame_index) if s.images[i].mean() > 128]
            for targets, s in zip(windows, kept)]
-    assert lit == [[], [2.2, 2.4], [], [6.4, 6.6]]
+    assert lit == [[2.2, 2.4], [], [6.4, 6.6]]
 
-    write_pattern(video, Pattern(seconds=9, fps=15, b_frames=2, flash_at=(4.1,)))
-    os.utime(video, ns=(1, 1))  # a new mtime even on coarse-clock filesystems
-    replaced = select_frames_pyav(str(video), info, windows[1], CROP)
-    assert not any(replaced.images[i].mean() > 128 for i in replaced.frame_index)
+    select_frames_pyav(str(video), info, windows[0], CROP)  # leaves the old file's container open
+    other = write_pattern(tmp_path / f"other{suffix}", Pattern(seconds=9, fps=15, b_frames=2, flash_at=(3.1,)))
+    os.replace(other, video)
+    opens.clear()
+    replaced = select_frames_pyav(str(video), info, windows[0], CROP)
+    assert len(opens) == 1
+    assert [round(t, 1) for t, i in zip(windows[0], replaced.frame_index) if replaced.images[i].mean() > 128] == [3.2, 3.4]
     containers.close_all()
 
 
