@@ -18,6 +18,7 @@ differences up to 0.07 on a reused AAC container).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -27,6 +28,8 @@ import av
 import pyarrow.fs as pafs
 
 from pipelines.sources import filesystem_from_uri, open_source
+
+logger = logging.getLogger(__name__)
 
 # Open containers kept per process (two files, e.g. one finishing, one starting).
 MAX_OPEN = 2
@@ -42,7 +45,7 @@ def _local_key(uri: str, purpose: str) -> tuple | None:
     if "://" in uri:
         try:
             fs, path = filesystem_from_uri(uri)
-        except Exception:  # opening it will say what is wrong
+        except (ValueError, OSError):  # not a usable URI: opening it will say what is wrong
             return None
         if not isinstance(fs, pafs.LocalFileSystem):
             return None
@@ -58,8 +61,8 @@ def _local_key(uri: str, purpose: str) -> tuple | None:
 def _close(entry: tuple[ExitStack, av.container.InputContainer]) -> None:
     try:
         entry[0].close()
-    except Exception:  # closing someone else's container must not fail this pass
-        pass
+    except Exception as exc:  # noqa: BLE001 - closing a kept container must not fail the pass at hand
+        logger.warning("closing a kept container failed: %s: %s", type(exc).__name__, exc)
 
 
 @contextmanager
