@@ -69,7 +69,9 @@ from pipelines.embeddings import Embeddings, embeddings_schema, embeddings_table
 from pipelines.frames import stream_backend
 from pipelines.ingest import ensure_ray, probe_row, run_map, source_key, time_windows, truncation_error, window_warnings
 from pipelines.ingest_config import FRAME_BACKENDS, IngestConfig
-from pipelines.manifest import STATUS_COMPLETE, STATUS_FAILED, STATUS_RUNNING, StreamManifest, stream_dir
+from pipelines.manifest import (
+    STATUS_COMPLETE, STATUS_FAILED, STATUS_RUNNING, StreamJobSummary, StreamManifest, stream_dir,
+)
 from pipelines.probe import MediaError, VideoInfo, probe
 from pipelines.sources import InputError, VideoSource, resolve_inputs
 from pipelines.storage import OutputStore
@@ -123,7 +125,7 @@ class StreamOutcome:
 
 
 @dataclass
-class EmbedSummary:
+class EmbedSummary(StreamJobSummary):
     output: str
     model_id: str
     streams: list[StreamOutcome]
@@ -131,14 +133,6 @@ class EmbedSummary:
     warnings: list[str]
     wall_seconds: float
     scoring_seconds: float = 0.0  # decode + embed + write, without start-up, probing and checks
-
-    @property
-    def failed(self) -> list[StreamOutcome]:
-        return [s for s in self.streams if s.status == STATUS_FAILED]
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.input_errors
 
     def _of(self, status: str) -> list[StreamOutcome]:
         return [s for s in self.streams if s.status == status]

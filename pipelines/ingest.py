@@ -34,6 +34,7 @@ from pipelines.manifest import (
     STATUS_COMPLETE,
     STATUS_FAILED,
     STATUS_RUNNING,
+    StreamJobSummary,
     StreamManifest,
     stream_dir,
 )
@@ -60,20 +61,12 @@ class StreamOutcome:
 
 
 @dataclass
-class IngestSummary:
+class IngestSummary(StreamJobSummary):
     output: str
     config_hash: str
     streams: list[StreamOutcome]
     input_errors: list[str]
     wall_seconds: float
-
-    @property
-    def failed(self) -> list[StreamOutcome]:
-        return [s for s in self.streams if s.status == STATUS_FAILED]
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.input_errors
 
     @property
     def clips(self) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from pipelines.storage import OutputStore
 
@@ -14,6 +15,22 @@ STATUS_RUNNING = "running"
 STATUS_COMPLETE = "complete"
 STATUS_FAILED = "failed"
 MANIFEST_NAME = "manifest.json"
+
+
+class StreamJobSummary:
+    """What a per-stream job's summary (ingest, embed) derives from its
+    per-stream outcomes (each with a ``status``) and its input errors."""
+
+    streams: list[Any]
+    input_errors: list[str]
+
+    @property
+    def failed(self) -> list[Any]:
+        return [s for s in self.streams if s.status == STATUS_FAILED]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.input_errors
 
 
 def stream_dir(store: OutputStore, stream_id: str) -> str:
