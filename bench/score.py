@@ -33,14 +33,14 @@ import ray  # noqa: E402
 import torch  # noqa: E402
 
 from epg.search import SearchIndex  # noqa: E402
-from pipelines.pretrain_args import config_from_args, parse_args  # noqa: E402
-from pipelines.clips_index import read_stream  # noqa: E402
-from pipelines.embed import EmbedSettings, run_embed  # noqa: E402
-from pipelines.ingest import WORKER_ENV, run_ingest  # noqa: E402
-from pipelines.ingest_config import IngestConfig  # noqa: E402
-from pipelines.pretrain import build_model, load_model, write_model  # noqa: E402
+from pipelines.train.args import config_from_args, parse_args  # noqa: E402
+from pipelines.ingest.clips_dataset import read_stream  # noqa: E402
+from pipelines.score.job import EmbedSettings, run_embed  # noqa: E402
+from pipelines.ingest.job import WORKER_ENV, run_ingest  # noqa: E402
+from pipelines.ingest.config import IngestConfig  # noqa: E402
+from pipelines.train.driver import build_model, load_model, write_model  # noqa: E402
 from pipelines.synthetic import SyntheticConfig, generate  # noqa: E402
-from pipelines.train_data import decode_clips  # noqa: E402
+from pipelines.train.data import decode_clips  # noqa: E402
 
 CROPS = {"tiny": 32, "small": 64, "x3d_m": 160}
 

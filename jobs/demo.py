@@ -4,7 +4,7 @@
 
 Prints one line per stage with its time, each job's summary, and last where the report is
 (<out>/report/index.html). A rerun with the same --out reuses the finished stages.
-The stages and decisions are described in pipelines/main_job.py.
+The stages and decisions are described in pipelines/demo/.
 Exit code 0 when done, 1 when a stage failed, 2 for bad arguments.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout / ray working dir
 
-from pipelines.main_job import MainJobConfig, MainJobError, format_result, run_main  # noqa: E402
-from pipelines.pretrain import PAIRINGS, PRESETS  # noqa: E402
+from pipelines.demo.job import MainJobConfig, MainJobError, format_result, run_main  # noqa: E402
+from pipelines.train.driver import PAIRINGS, PRESETS  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

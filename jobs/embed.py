@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout / ray working dir
 
-from pipelines.embed import EmbedError, EmbedSettings, run_embed  # noqa: E402
-from pipelines.ingest_config import FRAME_BACKENDS  # noqa: E402
-from pipelines.sources import InputError  # noqa: E402
+from pipelines.score.job import EmbedError, EmbedSettings, run_embed  # noqa: E402
+from pipelines.ingest.config import FRAME_BACKENDS  # noqa: E402
+from pipelines.media.sources import InputError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout / ray working dir
 
-from pipelines.ingest import run_ingest  # noqa: E402
-from pipelines.ingest_config import FRAME_BACKENDS, IngestConfig  # noqa: E402
-from pipelines.sources import InputError  # noqa: E402
+from pipelines.ingest.job import run_ingest  # noqa: E402
+from pipelines.ingest.config import FRAME_BACKENDS, IngestConfig  # noqa: E402
+from pipelines.media.sources import InputError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

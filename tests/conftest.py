@@ -37,7 +37,7 @@ def ray_local():
     """A real local Ray with 2 CPUs, started once (and stopped) by the tests."""
     import ray
 
-    from pipelines.ingest import WORKER_ENV, ensure_ray
+    from pipelines.ingest.job import WORKER_ENV, ensure_ray
 
     started = not ray.is_initialized()
     if started:

@@ -21,11 +21,11 @@ import torch
 from PIL import Image
 
 from epg.distance import distance
-from pipelines.clips import clips_schema
-from pipelines.embeddings import embeddings_schema, embeddings_table
-from pipelines.ingest_config import IngestConfig
-from pipelines.manifest import STATUS_COMPLETE, StreamManifest, stream_dir
-from pipelines.storage import OutputStore
+from pipelines.ingest.clip_table import clips_schema
+from pipelines.score.embeddings import embeddings_schema, embeddings_table
+from pipelines.ingest.config import IngestConfig
+from pipelines.runtime.manifest import STATUS_COMPLETE, StreamManifest, stream_dir
+from pipelines.media.storage import OutputStore
 
 MODEL_ID = "test-model@step1"
 PART = "part-00000.parquet"

@@ -5,7 +5,7 @@ on sequences of T one-second segments: per-modality BiLSTMs, positive sample
 propagation between the modalities, an event/background head per segment and a
 category head, trained with L_avpsp, L_spsa and L_vpsa (fully supervised) or a
 multiple-instance loss on video labels (weakly supervised). Reads the public AVE
-feature files (``epg.cpsp.ave``) and our embeddings (``pipelines.cpsp_windows``).
+feature files (``epg.cpsp.ave``) and our embeddings (``pipelines.downstream.cpsp_windows``).
 """
 
 from epg.cpsp.config import CPSPConfig, CPSPLossConfig, CPSPModelConfig, CPSPTrainConfig

@@ -43,7 +43,7 @@ from pipelines.downstream.clock import Clock, check_start_times
 from pipelines.downstream.labels import SecondLabels, align_labels, read_labels
 from pipelines.downstream.outputs import CONFIG_FILE, OutputDir, config_from_record, config_record
 from pipelines.downstream.plots import anomaly_timeline_png
-from pipelines.embeddings import Embeddings, read_embeddings
+from pipelines.score.embeddings import Embeddings, read_embeddings
 from pipelines.synthetic.classes import ANOMALY_CLASSES
 
 TIMELINE_PREFIX = "timeline-"

@@ -5,7 +5,7 @@ matrix, so the sequence head CPSP sits in ``HEADS`` next to the linear probe and
 both are trained on the same targets and scored by the same code.
 
 - ``linear``: ``epg.probe`` on audio, visual or both features (one head per set).
-- ``cpsp``: ``epg.cpsp`` on windows of ``length`` seconds (``pipelines.cpsp_windows``).
+- ``cpsp``: ``epg.cpsp`` on windows of ``length`` seconds (``pipelines.downstream.cpsp_windows``).
 
 Decisions for the CPSP head (where the design is silent):
 - Modalities: CPSP propagates positives between an audio and a visual sequence,
@@ -69,7 +69,7 @@ from epg.probe import (
     select_features,
     train_probe,
 )
-from pipelines.cpsp_windows import (
+from pipelines.downstream.cpsp_windows import (
     cover,
     cut_windows,
     from_segment_labels,

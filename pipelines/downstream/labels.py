@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from pipelines.sources import filesystem_from_uri
+from pipelines.media.sources import filesystem_from_uri
 
 BACKGROUND = "background"
 REQUIRED_COLUMNS = ("stream_id", "t", "label")

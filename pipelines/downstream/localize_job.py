@@ -60,7 +60,7 @@ from pipelines.downstream.heads import HEADS, CPSPHeadConfig, LabelledSeconds
 from pipelines.downstream.labels import LabelTable, align_labels, read_labels
 from pipelines.downstream.outputs import CONFIG_FILE, OutputDir, config_from_record, config_record
 from pipelines.downstream.plots import accuracy_png
-from pipelines.embeddings import Embeddings, read_embeddings
+from pipelines.score.embeddings import Embeddings, read_embeddings
 
 
 @dataclass(frozen=True)

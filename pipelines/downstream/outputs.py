@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from pipelines.storage import OutputStore
+from pipelines.media.storage import OutputStore
 
 CONFIG_FILE = "config.json"
 T = TypeVar("T")

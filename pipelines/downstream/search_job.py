@@ -16,7 +16,7 @@ Decisions (where the design is silent):
 - ``query`` is ``STREAM:T`` with T in seconds (``cam1:3600``) or HH:MM:SS from the
   stream start (``cam1:01:00:00``); the HH:MM:SS reading is tried first.
 - A video query (``video`` + ``checkpoint``) is embedded with
-  ``pipelines.embed.embed_video_file``; the query is the mean of its seconds' v and
+  ``pipelines.score.job.embed_video_file``; the query is the mean of its seconds' v and
   the mean of their a. It has no stream in the index, so nothing is excluded.
 - With labels, a hit's ``label`` is its classes joined by "+" (background when none);
   a hit is ``relevant`` when it shares a class with the query clip (background
@@ -42,7 +42,7 @@ from pipelines.downstream.labels import align_labels, read_labels
 from pipelines.downstream.outputs import CONFIG_FILE, OutputDir, config_from_record, config_record
 from pipelines.downstream.plots import Card, contact_sheet_html, contact_sheet_png
 from pipelines.downstream.previews import clips_root_exists, load_previews
-from pipelines.embeddings import Embeddings, read_embeddings
+from pipelines.score.embeddings import Embeddings, read_embeddings
 
 _HHMMSS_QUERY = re.compile(r"^(?P<stream>.+?):(?P<h>\d+):(?P<m>[0-5]\d):(?P<s>[0-5]\d)$")
 _SECONDS_QUERY = re.compile(r"^(?P<stream>.+):(?P<t>\d+)$")
@@ -132,9 +132,9 @@ def build_index(emb: Embeddings) -> SearchIndex:
 def _video_query(config: SearchJobConfig) -> tuple[np.ndarray, np.ndarray, str]:
     """The query of a video file: the mean v and the mean a of its seconds (embedded with ``checkpoint``)."""
     try:
-        from pipelines.embed import embed_video_file  # lazy: needs the encoders, only for video queries
+        from pipelines.score.job import embed_video_file  # lazy: needs the encoders, only for video queries
     except ImportError as exc:
-        raise DownstreamError(f"--video needs pipelines.embed.embed_video_file, which cannot be imported: {exc}") from exc
+        raise DownstreamError(f"--video needs pipelines.score.job.embed_video_file, which cannot be imported: {exc}") from exc
     try:
         embedded = embed_video_file(config.video, config.checkpoint)
     except (OSError, RuntimeError, ValueError) as exc:  # missing/undecodable file (MediaError), bad checkpoint

@@ -1,0 +1,96 @@
+"""Clip rows (DESIGN §3.1): two overlapping square JPEG crops per frame and
+the clip's log-mel, as a pyarrow table of one window.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+
+from epg.features import log_mel
+from pipelines.media.audio import WindowAudio
+from pipelines.media.frames import FrameSelection
+from pipelines.ingest.config import IngestConfig
+
+# A second counts as having audio when at least this share of it was decoded.
+MIN_AUDIO_COVERAGE = 0.5
+
+
+def clips_schema(config: IngestConfig) -> pa.Schema:
+    n = config.logmel.n_mels * config.logmel.frames_per_clip
+    return pa.schema(
+        [
+            pa.field("stream_id", pa.string(), nullable=False),
+            pa.field("t", pa.int32(), nullable=False),
+            pa.field("frames", pa.list_(pa.binary()), nullable=False),
+            pa.field("logmel", pa.list_(pa.float16(), n), nullable=False),
+            pa.field("has_audio", pa.bool_(), nullable=False),
+            pa.field("has_video", pa.bool_(), nullable=False),
+        ],
+        metadata={
+            "crop_size": str(config.crop_size),
+            "frames_per_clip": str(config.frames_per_clip),
+            "n_mels": str(config.logmel.n_mels),
+            "logmel_frames": str(config.logmel.frames_per_clip),
+            "config_hash": config.output_hash(),
+        },
+    )
+
+
+def frame_targets(start: int, seconds: int, config: IngestConfig) -> np.ndarray:
+    """Target times t + k / clip_fps for every clip t of the window, clip-major."""
+    t = np.arange(start, start + seconds, dtype=np.float64)[:, None]
+    k = np.arange(config.frames_per_clip, dtype=np.float64)[None, :] / config.clip_fps
+    return (t + k).reshape(-1)
+
+
+def square_crops(image: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The two size x size squares at the two ends of the longer side."""
+    height, width = image.shape[:2]
+    if width >= height:
+        return image[:size, :size], image[:size, width - size :]
+    return image[:size, :size], image[height - size :, :size]
+
+
+def _jpeg(pixels: np.ndarray, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def window_table(
+    stream_id: str, start: int, seconds: int, selection: FrameSelection, audio: WindowAudio, config: IngestConfig
+) -> pa.Table:
+    """Rows for clips start .. start + seconds - 1."""
+    size, per_clip = config.crop_size, config.frames_per_clip
+    encoded = [tuple(_jpeg(c, config.jpeg_quality) for c in square_crops(img, size)) for img in selection.images]
+    blank = _jpeg(np.zeros((size, size, 3), dtype=np.uint8), config.jpeg_quality)
+    targets = frame_targets(start, seconds, config).reshape(seconds, per_clip)
+    index = selection.frame_index.reshape(seconds, per_clip)
+    age = np.abs(targets - selection.shown_at.reshape(seconds, per_clip))
+    has_video = np.all((index >= 0) & (age <= config.max_frame_age), axis=1)
+
+    frames_column = []
+    for clip in range(seconds):
+        crops = [encoded[i] if i >= 0 else (blank, blank) for i in index[clip]]
+        frames_column.append([c[0] for c in crops] + [c[1] for c in crops])
+
+    rate = config.logmel.sample_rate
+    mels = log_mel(audio.waveform.reshape(seconds, rate), config.logmel).astype(np.float16)
+    schema = clips_schema(config)
+    flat = pa.array(mels.reshape(-1), type=pa.float16())
+    logmel_column = pa.FixedSizeListArray.from_arrays(flat, schema.field("logmel").type.list_size)
+    return pa.table(
+        {
+            "stream_id": pa.array([stream_id] * seconds, type=pa.string()),
+            "t": pa.array(np.arange(start, start + seconds, dtype=np.int32)),
+            "frames": pa.array(frames_column, type=pa.list_(pa.binary())),
+            "logmel": logmel_column,
+            "has_audio": pa.array(audio.coverage >= MIN_AUDIO_COVERAGE),
+            "has_video": pa.array(has_video),
+        },
+        schema=schema,
+    )

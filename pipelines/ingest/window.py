@@ -1,0 +1,135 @@
+"""One unit of parallel ingest work: decode a time window of one video into
+clip rows and stage them as a Parquet part (atomically). Failures are
+returned as data, never raised, so one bad window or file cannot stop the
+rest of the job.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from pipelines.media.audio import WindowAudio, read_audio
+from pipelines.ingest.clip_table import clips_schema, frame_targets, window_table
+from pipelines.media.frames import select_frames
+from pipelines.ingest.config import FRAME_BACKENDS, IngestConfig
+from pipelines.media.info import VideoInfo
+from pipelines.media.sources import VideoSource
+from pipelines.media.storage import OutputStore
+
+
+@dataclass
+class WindowTask:
+    stream_id: str
+    uri: str
+    start: int
+    seconds: int
+    part_path: str  # staged Parquet part this window writes
+    info_json: str  # VideoInfo as JSON (travels through Ray Data rows as a plain string)
+    backend: str = ""  # frame backend chosen for the stream ("" = the configured one)
+
+
+@dataclass
+class WindowResult:
+    stream_id: str
+    start: int
+    seconds: int
+    ok: bool
+    rows: int = 0
+    error: str = ""
+    backend: str = ""
+    fallback: str = ""  # why the configured backend was not used
+    audio_warning: str = ""
+    media_end: float = float("nan")  # last moment with decoded audio or video
+    seconds_without_audio: int = 0
+    seconds_without_video: int = 0
+    wall_seconds: float = 0.0
+
+
+def _frames_with_fallback(task: WindowTask, info: VideoInfo, config: IngestConfig, targets: np.ndarray):
+    source = VideoSource(uri=task.uri, stream_id=task.stream_id)
+    first = task.backend or config.frame_backend
+    order = [first]
+    if config.fallback_backend:
+        order += [b for b in FRAME_BACKENDS if b != first]
+    problems = []
+    for backend in order:
+        try:
+            selection = select_frames(
+                backend, task.uri, source.local_path, info, targets, config.crop_size, config.decode_threads
+            )
+            return selection, backend, "; ".join(problems)
+        except Exception as exc:  # any backend failure hands the window on
+            problems.append(f"{backend} failed: {type(exc).__name__}: {exc}")
+    raise RuntimeError("; ".join(problems))
+
+
+def window_clips(task: WindowTask, config: IngestConfig) -> tuple[pa.Table | None, WindowResult]:
+    """Decode a window into its clip table in memory (no file written): what ingest
+    stages, and what the scorer embeds straight from a video. The table is None when
+    the window failed (``result.error`` says why)."""
+    began = time.perf_counter()
+    info = VideoInfo.from_dict(json.loads(task.info_json))
+    result = WindowResult(task.stream_id, task.start, task.seconds, ok=False)
+    table = None
+    try:
+        targets = frame_targets(task.start, task.seconds, config)
+        selection, result.backend, result.fallback = _frames_with_fallback(task, info, config, targets)
+        try:
+            audio = read_audio(task.uri, info, task.start, task.seconds, config.logmel.sample_rate)
+        except Exception as exc:
+            rate = config.logmel.sample_rate
+            audio = WindowAudio(
+                np.zeros(task.seconds * rate, np.float32), np.zeros(task.seconds, np.float32), f"audio unreadable: {exc}"
+            )
+        result.audio_warning = audio.warning or ""
+        table = window_table(task.stream_id, task.start, task.seconds, selection, audio, config)
+        result.rows = table.num_rows
+        result.seconds_without_audio = int((~table.column("has_audio").to_numpy(zero_copy_only=False)).sum())
+        result.seconds_without_video = int((~table.column("has_video").to_numpy(zero_copy_only=False)).sum())
+        audio_end = _last_covered(audio, task.start)
+        video_end = selection.last_time + (1.0 / info.fps if info.fps > 0 else 0.0)
+        ends = [e for e in (audio_end, video_end) if not math.isnan(e)]
+        result.media_end = max(ends) if ends else float("nan")
+        result.ok = True
+    except Exception as exc:
+        table = None
+        result.error = _window_error(task, exc)
+    result.wall_seconds = time.perf_counter() - began
+    return table, result
+
+
+def decode_window(task: WindowTask, config: IngestConfig, store: OutputStore) -> WindowResult:
+    """Decode a window and stage its rows as a Parquet part (atomic)."""
+    began = time.perf_counter()
+    table, result = window_clips(task, config)
+    if table is not None:
+        try:
+            result.rows = store.write_parquet(task.part_path, [table], clips_schema(config), config.compression)
+        except Exception as exc:
+            result.ok, result.error = False, _window_error(task, exc)
+    result.wall_seconds = time.perf_counter() - began
+    return result
+
+
+def _window_error(task: WindowTask, exc: Exception) -> str:
+    return f"{task.uri}: window {task.start}-{task.start + task.seconds} s: {type(exc).__name__}: {exc}"
+
+
+def _last_covered(audio: WindowAudio, start: int) -> float:
+    covered = np.nonzero(audio.coverage > 0)[0]
+    if covered.size == 0:
+        return float("nan")
+    last = int(covered[-1])
+    return start + last + float(audio.coverage[last])
+
+
+def decode_window_row(row: dict, config: IngestConfig, store: OutputStore) -> dict:
+    """Ray Data adapter: a task row in, a result row out."""
+    task = WindowTask(**{k: row[k] for k in WindowTask.__dataclass_fields__ if k in row})
+    return asdict(decode_window(task, config, store))

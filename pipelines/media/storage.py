@@ -1,0 +1,107 @@
+"""Output storage on any pyarrow filesystem, with atomic writes.
+
+Every file is written under a hidden temporary name in its final directory
+and then renamed, so readers (and a resumed run) never see a half-written
+Parquet shard or manifest. Hidden ('.') and '_' prefixed paths are skipped
+by Parquet dataset readers.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Iterable
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+
+class OutputStore:
+    """A root directory given as a local path or a filesystem URI. Picklable:
+    only the root string travels; the filesystem is re-created on use."""
+
+    def __init__(self, root: str):
+        self.root = root.rstrip("/") or "/"
+        self._fs: pafs.FileSystem | None = None
+        self._base: str | None = None
+
+    def __getstate__(self) -> dict:
+        return {"root": self.root}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["root"])
+
+    @property
+    def fs(self) -> pafs.FileSystem:
+        if self._fs is None:
+            if "://" in self.root:
+                from pipelines.media.sources import filesystem_from_uri
+
+                self._fs, self._base = filesystem_from_uri(self.root)
+            else:
+                import os
+
+                self._fs, self._base = pafs.LocalFileSystem(), os.path.abspath(self.root)
+        return self._fs
+
+    def path(self, *parts: str) -> str:
+        _ = self.fs
+        return "/".join([self._base.rstrip("/"), *parts]) if parts else self._base
+
+    def exists(self, path: str) -> bool:
+        return self.fs.get_file_info(path).type != pafs.FileType.NotFound
+
+    def makedirs(self, path: str) -> None:
+        self.fs.create_dir(path, recursive=True)
+
+    def _temp_name(self, path: str) -> str:
+        directory, name = path.rsplit("/", 1)
+        return f"{directory}/.tmp-{uuid.uuid4().hex[:8]}-{name}"
+
+    def write_parquet(self, path: str, tables: Iterable[pa.Table], schema: pa.Schema, compression: str) -> int:
+        """Stream tables into one Parquet file (one row group each); return rows."""
+        directory = path.rsplit("/", 1)[0]
+        self.makedirs(directory)
+        temp = self._temp_name(path)
+        rows = 0
+        try:
+            with pq.ParquetWriter(temp, schema, filesystem=self.fs, compression=compression) as writer:
+                for table in tables:
+                    writer.write_table(table)
+                    rows += table.num_rows
+            self.fs.move(temp, path)
+        except BaseException:
+            self.delete_file(temp)
+            raise
+        return rows
+
+    def write_json(self, path: str, data: dict) -> None:
+        directory = path.rsplit("/", 1)[0]
+        self.makedirs(directory)
+        temp = self._temp_name(path)
+        with self.fs.open_output_stream(temp) as out:
+            out.write(json.dumps(data, indent=2, sort_keys=True, default=str).encode())
+        self.fs.move(temp, path)
+
+    def read_json(self, path: str) -> dict | None:
+        try:
+            with self.fs.open_input_stream(path) as handle:
+                return json.loads(handle.read().decode())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def list_files(self, directory: str, suffix: str = "") -> list[str]:
+        infos = self.fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
+        names = [i.path for i in infos if i.is_file and i.path.endswith(suffix)]
+        return sorted(n for n in names if not n.rsplit("/", 1)[-1].startswith("."))
+
+    def delete_file(self, path: str) -> None:
+        try:
+            self.fs.delete_file(path)
+        except (FileNotFoundError, OSError):
+            pass
+
+    def delete_dir(self, path: str) -> None:
+        if self.exists(path):
+            self.fs.delete_dir(path)

@@ -1,0 +1,78 @@
+"""The per-stream manifest (DESIGN §3.1): what was ingested from where, with
+which settings, and how it ended. It is what makes ingest resumable: a
+stream whose manifest says complete for the same config hash is skipped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pipelines.media.storage import OutputStore
+
+STATUS_RUNNING = "running"
+STATUS_COMPLETE = "complete"
+STATUS_FAILED = "failed"
+MANIFEST_NAME = "manifest.json"
+
+
+class StreamJobSummary:
+    """What a per-stream job's summary (ingest, embed) derives from its
+    per-stream outcomes (each with a ``status``) and its input errors."""
+
+    streams: list[Any]
+    input_errors: list[str]
+
+    @property
+    def failed(self) -> list[Any]:
+        return [s for s in self.streams if s.status == STATUS_FAILED]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.input_errors
+
+
+def stream_dir(store: OutputStore, stream_id: str) -> str:
+    return store.path(f"stream_id={stream_id}")
+
+
+@dataclass
+class StreamManifest:
+    stream_id: str
+    source: str
+    status: str
+    config_hash: str
+    config: dict
+    info: dict | None = None  # VideoInfo: duration, fps, sample rate, codecs ...
+    source_key: str = ""  # changes when the source file is replaced (path, size, mtime)
+    rows: int = 0
+    files: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    frame_backend: str = ""
+    windows_by_backend: dict[str, int] = field(default_factory=dict)
+    seconds_without_audio: int = 0
+    seconds_without_video: int = 0
+    updated_at: float = field(default_factory=time.time)
+
+    def is_complete_for(self, config_hash: str, source: str, source_key: str) -> bool:
+        """Complete for these settings and this very file (not a replaced one)."""
+        return (
+            self.status == STATUS_COMPLETE
+            and self.config_hash == config_hash
+            and self.source == source
+            and self.source_key == source_key
+        )
+
+    def save(self, store: OutputStore) -> None:
+        self.updated_at = time.time()
+        store.write_json(f"{stream_dir(store, self.stream_id)}/{MANIFEST_NAME}", asdict(self))
+
+    @classmethod
+    def load(cls, store: OutputStore, stream_id: str) -> "StreamManifest | None":
+        data = store.read_json(f"{stream_dir(store, stream_id)}/{MANIFEST_NAME}")
+        if data is None:
+            return None
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})

@@ -1,0 +1,160 @@
+"""Scoring inputs: clip rows (read from clips Parquet, or decoded from a video window in memory)
+-> the decoded tensors the model actors take, plus the bookkeeping the driver needs.
+
+Both input kinds go through ``scoring_rows``, which JPEG-decodes with the training decode
+(``pipelines.train_data.decode_clips``), so a video scored directly gives the embeddings of
+the same video ingested and then scored.
+
+Row layout (one dict of numpy arrays per batch):
+
+    stream_id str, t int32      the clip; t = -1 for a placeholder row (no clip, see below)
+    video uint8 [n, 2, 3, F, H, W], audio float32 [n, 1, n_mels, T]
+    clips int32                 input clips this row accounts for (itself + the unscored ones
+                                attached to it), so the driver can tell when a stream is whole
+    no_audio, no_video, unscored int32   clips without audio / video / either (attached to
+                                the first row of each stream in a batch)
+    error str                   a failure of this row's clips (their stream fails)
+    window str                  the video window's ``WindowResult`` as JSON (first row of a window)
+
+Decision: a clip without audio or video (has_audio/has_video false) is not scored (it has no
+aligned pair and the model never saw such clips) and gives no embeddings row; it is counted in
+the stream's manifest. When no clip of a batch's stream is scorable, one placeholder row
+(t = -1, zero tensors) carries the counts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from epg.config import ModelConfig
+from pipelines.ingest.config import IngestConfig
+from pipelines.train.data import decode_clips
+from pipelines.ingest.window import WindowTask, window_clips
+
+COUNT_COLUMNS = ("clips", "no_audio", "no_video", "unscored")
+
+
+@dataclass(frozen=True)
+class ClipShape:
+    """What one clip looks like to the model (checked against the clips before scoring)."""
+
+    crop_size: int
+    frames: int
+    n_mels: int
+    logmel_frames: int
+
+    @classmethod
+    def of_model(cls, model: ModelConfig) -> "ClipShape":
+        return cls(model.visual.crop_size, model.visual.frames, model.audio.n_mels, model.audio.frames)
+
+
+def _segment(stream_id: str, t: np.ndarray, frames: Sequence[Any], logmel: Sequence[Any], complete: np.ndarray,
+             no_audio: int, no_video: int, shape: ClipShape, window: str) -> dict[str, np.ndarray]:
+    """Rows of one stream's clips of a batch (all arrays of equal length n >= 1)."""
+    keep = np.flatnonzero(complete)
+    n_in = len(t)
+    error = ""
+    if keep.size:
+        try:
+            decoded = decode_clips(
+                {"stream_id": [stream_id] * keep.size, "t": t[keep], "frames": [frames[i] for i in keep],
+                 "logmel": [logmel[i] for i in keep]},
+                stream_index={stream_id: 0}, frames_per_clip=shape.frames, n_mels=shape.n_mels,
+                logmel_frames=shape.logmel_frames,
+            )
+            video = decoded["video"].reshape(keep.size, 2, *decoded["video"].shape[1:])
+            audio = decoded["audio"][0::2]
+            times = t[keep].astype(np.int32)
+        except Exception as exc:  # a corrupt JPEG or log-mel fails the stream, naming the clips
+            error = f"clips {int(t[0])}-{int(t[-1])} s cannot be decoded: {type(exc).__name__}: {exc}"
+    if not keep.size or error:
+        size = shape.crop_size
+        video = np.zeros((1, 2, 3, shape.frames, size, size), np.uint8)
+        audio = np.zeros((1, 1, shape.n_mels, shape.logmel_frames), np.float32)
+        times = np.array([-1], np.int32)
+    n = len(times)
+    clips = np.ones(n, np.int32)
+    clips[0] += n_in - n
+    counts = {name: np.zeros(n, np.int32) for name in ("no_audio", "no_video", "unscored")}
+    counts["no_audio"][0], counts["no_video"][0] = no_audio, no_video
+    counts["unscored"][0] = 0 if error else n_in - keep.size
+    windows = np.full(n, "", dtype=object)
+    windows[0] = window
+    return {
+        "stream_id": np.full(n, stream_id, dtype=object), "t": times, "video": video, "audio": audio,
+        "clips": clips, **counts, "error": np.full(n, error, dtype=object), "window": windows,
+    }
+
+
+def concat_rows(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def scoring_rows(batch: Mapping[str, Any], shape: ClipShape, window: str = "") -> dict[str, np.ndarray]:
+    """Clip rows (the §3.1 columns) -> scoring rows, stream by stream in order of appearance."""
+    stream_ids = [str(s) for s in batch["stream_id"]]
+    t = np.asarray(batch["t"], dtype=np.int64)
+    has_audio = np.asarray(batch["has_audio"], dtype=bool)
+    has_video = np.asarray(batch["has_video"], dtype=bool)
+    parts = []
+    start = 0
+    while start < len(stream_ids):
+        end = start
+        while end < len(stream_ids) and stream_ids[end] == stream_ids[start]:
+            end += 1
+        part = slice(start, end)
+        parts.append(_segment(
+            stream_ids[start], t[part], batch["frames"][part], batch["logmel"][part],
+            has_audio[part] & has_video[part], int((~has_audio[part]).sum()), int((~has_video[part]).sum()),
+            shape, window if start == 0 else "",
+        ))
+        start = end
+    return concat_rows(parts)
+
+
+def clip_batch_rows(batch: Mapping[str, Any], *, shape: ClipShape) -> dict[str, np.ndarray]:
+    """Ray Data map over clips Parquet rows."""
+    return scoring_rows(batch, shape)
+
+
+def window_task_rows(task: WindowTask, config: IngestConfig, shape: ClipShape) -> dict[str, np.ndarray]:
+    """Decode one video window in memory (ingest's decode, JPEG round trip included) -> scoring rows."""
+    table, result = window_clips(task, config)
+    window = json.dumps(asdict(result))
+    if table is None:
+        size = shape.crop_size
+        return {
+            "stream_id": np.array([task.stream_id], dtype=object), "t": np.array([-1], np.int32),
+            "video": np.zeros((1, 2, 3, shape.frames, size, size), np.uint8),
+            "audio": np.zeros((1, 1, shape.n_mels, shape.logmel_frames), np.float32),
+            "clips": np.array([task.seconds], np.int32), "no_audio": np.zeros(1, np.int32),
+            "no_video": np.zeros(1, np.int32), "unscored": np.zeros(1, np.int32),
+            "error": np.array([result.error], dtype=object), "window": np.array([window], dtype=object),
+        }
+    columns = {
+        "stream_id": table.column("stream_id").to_pylist(),
+        "t": table.column("t").to_numpy(),
+        "frames": table.column("frames").to_pylist(),
+        "logmel": table.column("logmel").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(table.num_rows, -1),
+        "has_audio": table.column("has_audio").to_numpy(zero_copy_only=False),
+        "has_video": table.column("has_video").to_numpy(zero_copy_only=False),
+    }
+    return scoring_rows(columns, shape, window)
+
+
+def window_batch_rows(batch: Mapping[str, Any], *, config: IngestConfig, shape: ClipShape) -> dict[str, np.ndarray]:
+    """Ray Data map over window task rows (one or more windows per batch)."""
+    parts = []
+    for i in range(len(batch["stream_id"])):
+        task = WindowTask(**{name: _plain(batch[name][i]) for name in WindowTask.__dataclass_fields__})
+        parts.append(window_task_rows(task, config, shape))
+    return concat_rows(parts)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars from a Ray Data batch -> Python values."""
+    return value.item() if isinstance(value, np.generic) else value

@@ -1,0 +1,208 @@
+"""The main job (jobs/demo.py, pipelines/demo/) end to end on one minute of synthetic footage, its rerun,
+and its report: self-contained HTML, checked in a headless browser (Debian's chromium, from `make system-deps`)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import subprocess
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pipelines.ingest.clips_dataset import read_stream
+from pipelines.score.embeddings import read_embeddings
+from pipelines.demo.job import Layout, MainJobConfig, MainResult, choose_query, run_main
+from pipelines.report.page import ReportInputs, localize_scores, write_report
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "jobs"))
+import demo as demo_cli  # noqa: E402
+
+CHROMIUM = Path("/usr/bin/chromium")
+VIEWS = ("train", "similar", "challenging")
+START = "2026-05-01T23:59:30"  # the minute crosses midnight: wall-clock times after it carry +1d
+SECTIONS = ("pipeline", "pretrain", "anomaly", "search", "localize", "raw")
+WALL_CLOCK = re.compile(r"^\d\d:[0-5]\d:[0-5]\d(\+1d)?$")
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory) -> MainJobConfig:
+    # seed 2 at 4x the event rate: glass breaking twice and a bus within the first minute
+    return MainJobConfig(out=str(tmp_path_factory.mktemp("main") / "out"), minutes=1.0, seed=2, views=VIEWS,
+                         preset="tiny", epochs=2, start_time=START, show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def first_run(ray_local, config) -> MainResult:
+    return run_main(config)
+
+
+@pytest.fixture(scope="module")
+def second_run(first_run, config) -> MainResult:
+    return run_main(config)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def wall_clock(seconds: int) -> str:
+    when = datetime.fromisoformat(START) + timedelta(seconds=seconds)
+    return when.strftime("%H:%M:%S") + ("+1d" if when.date() > datetime.fromisoformat(START).date() else "")
+
+
+def test_every_stage_writes_its_outputs(first_run, config):
+    layout = Layout(Path(config.out))
+    assert [s.name for s in first_run.stages] == ["generate", "ingest", "pretrain", "embed", "anomaly", "search",
+                                                  "localize", "report"]
+    assert all(s.status == "ran" and s.seconds > 0 for s in first_run.stages)
+    assert read_json(layout.root / "config.json") == config.to_dict()
+    assert [s["name"] for s in read_json(layout.root / "stages.json")] == [s.name for s in first_run.stages]
+
+    # generate + ingest: three views of one minute, 60 one-second clips each at the preset's crop size
+    assert all((layout.videos / f"{view}.mp4").stat().st_size > 10_000 for view in VIEWS)
+    labels = pd.read_parquet(layout.labels)
+    assert set(labels.stream_id) == set(VIEWS) and {"glass_break", "bus"} <= set(labels.label)
+    clips = {view: read_stream(str(layout.clips), view) for view in VIEWS}
+    assert all(table.num_rows == 60 for table in clips.values())
+
+    # pretrain: a finished run of the chosen preset, with the mining diagnostics of the EPG epoch
+    run = first_run.run_dir
+    assert run.parent == layout.runs and run.name.startswith("tiny-epg-")
+    assert first_run.checkpoint.parent == run and first_run.checkpoint.name.endswith("_end_of_epoch0002")
+    epochs = pd.read_csv(run / "metrics" / "epochs.csv")
+    assert len(epochs) == 2 and np.isfinite(epochs.loss).all()
+    assert np.isnan(epochs.mined_label_precision[0]) and 0 <= epochs.mined_label_precision[1] <= 1
+    assert read_json(run / "config.json")["config"]["labels"] == str(layout.labels.resolve())
+
+    # embed: one row per clip, every view, the checkpoint's model
+    emb = read_embeddings(str(layout.embeddings))
+    assert len(emb) == sum(t.num_rows for t in clips.values())
+    assert sorted(emb.streams) == sorted(VIEWS)
+    assert emb.model.startswith(f"{run.name}/{first_run.checkpoint.name}@")
+    assert np.isfinite(emb.v).all() and np.isfinite(emb.av_dist).all()
+
+    # anomaly: threshold from the train view, wall-clock times, labels scored
+    anomaly = read_json(layout.anomaly / "summary.json")
+    assert anomaly["reference"] == ["train"] and anomaly["n_seconds"] == len(emb)
+    assert anomaly["roc_auc"] is not None and 0 <= anomaly["roc_auc"] <= 1
+    events = read_json(layout.anomaly / "events.json")["events"]
+    assert len(events) == anomaly["n_events"] == first_run.summaries["anomaly"]["n_events"]
+    for event in events:
+        assert event["start_hhmmss"] == wall_clock(event["start"]) and WALL_CLOCK.match(event["end_hhmmss"])
+    assert sorted(p.name for p in layout.anomaly.glob("timeline-*.png")) == sorted(f"timeline-{v}.png" for v in VIEWS)
+
+    # search: the query is a labelled second of the similar view; hits are judged against the labels
+    stream, t = first_run.query.split(":")
+    query_labels = set(labels[(labels.stream_id == stream) & (labels.t == int(t))].label)
+    assert stream == "similar" and "bus" in query_labels
+    results = read_json(layout.search / "results.json")
+    assert results["query"]["label"] is not None and results["query"]["time"] == wall_clock(int(t))
+    assert 1 <= len(results["results"]) <= config.search_k
+    assert all(r["relevant"] in (True, False) and WALL_CLOCK.match(r["time"]) for r in results["results"])
+    assert (layout.search / "contact_sheet.png").stat().st_size > 10_000
+
+    # localize: trained on train, scored on the two held-out views, with the baseline
+    accuracy = localize_scores(read_json(layout.localize / "accuracy.json"))
+    for by_features in accuracy.values():
+        for score in by_features.values():
+            assert set(score["per_view"]) == {"similar", "challenging"}
+            assert all(0 <= v["accuracy"] <= 1 and v["n_seconds"] == 60 for v in score["per_view"].values())
+    assert set(read_json(layout.localize / "summary.json")["majority_baseline"]) == {"similar", "challenging"}
+    assert first_run.report == layout.report / "index.html"
+
+
+def test_report_is_self_contained_and_complete(first_run):
+    page = first_run.report.read_text()
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in page, section
+    assert 'class="missing"' not in page
+    assert "http://" not in page and "https://" not in page
+    assert "<script" not in page and "<link" not in page and "url(" not in page
+    sources = re.findall(r'<img[^>]*\bsrc="([^"]*)"', page)
+    assert len(sources) == 1 + 3 + 1 + 1  # training curves, 3 timelines, contact sheet, accuracy chart
+    for source in sources:
+        assert source.startswith("data:image/png;base64,")
+        image = Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1])))
+        assert image.format == "PNG" and image.width >= 600
+    assert "wall-clock" in page and first_run.summaries["search"]["query"]["time"] in page
+    links = re.findall(r'<a href="([^"]*)"', page)
+    assert {"data/anomaly-events.json", "data/search-results.parquet", "data/localize-accuracy.json",
+            "data/pretrain-epochs.csv", "data/labels.parquet"} <= set(links)
+    for link in links:
+        assert (first_run.report.parent / link).is_file(), link
+
+
+def test_rerun_reuses_the_finished_stages(first_run, second_run):
+    status = {s.name: s.status for s in second_run.stages}
+    assert status == {"generate": "reused", "ingest": "reused", "pretrain": "reused", "embed": "reused",
+                      "anomaly": "ran", "search": "ran", "localize": "ran", "report": "ran"}
+    assert second_run.run_dir == first_run.run_dir and second_run.checkpoint == first_run.checkpoint
+    assert second_run.query == first_run.query
+    assert second_run.summaries["anomaly"]["threshold"] == first_run.summaries["anomaly"]["threshold"]
+    assert "reused" in second_run.report.read_text()
+
+
+def test_report_renders_in_a_headless_browser(second_run, tmp_path):
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: run the project set-up (`make system-deps`, which apt-get installs "
+                    f"chromium; `make test` runs it)")
+    shot = tmp_path / "report.png"
+    command = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2400", f"--screenshot={shot}",
+               second_run.report.resolve().as_uri()]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
+
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1280, 2400)
+    pixels = np.asarray(image).astype(np.int16)
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 2_000  # plots, photos of the street, text
+    header = pixels[:60].mean(axis=(0, 1))  # the dark header band (#17212b)
+    assert (header < 60).all(), header
+    page_background, white = np.array([0xEE, 0xF1, 0xF4]), np.array([255, 255, 255])
+    plain = (np.abs(pixels - page_background).sum(axis=2) < 12) | (np.abs(pixels - white).sum(axis=2) < 12)
+    assert plain.mean() < 0.85, plain.mean()  # cards, tables and plots cover a good share of the page
+    below_header = pixels[200:].reshape(-1, 3)
+    assert (np.abs(below_header - white).sum(axis=1) < 12).mean() > 0.2  # white section panels were drawn
+
+
+def test_report_says_what_is_missing(tmp_path):
+    page = write_report(ReportInputs(title="nothing ran", anomaly_dir=tmp_path / "absent"), tmp_path / "report").read_text()
+    assert page.count('class="missing"') == 4 and f"No anomaly output in <code>{tmp_path / 'absent'}</code>" in page
+
+
+def test_localize_scores_reads_both_layouts():
+    score = {"train_accuracy": 0.9, "per_view": {"similar": {"accuracy": 0.5}}}
+    assert localize_scores({"audio": score}) == {"linear": {"audio": score}}
+    assert localize_scores({"cpsp": {"both": score}}) == {"cpsp": {"both": score}}
+
+
+def test_query_is_the_middle_of_the_first_preferred_event_seen_and_heard(tmp_path):
+    rows = [("similar", t, "car", True, True) for t in range(5)]
+    rows += [("similar", t, "emergency_vehicle", True, t >= 14) for t in range(10, 21)]  # siren heard before it is seen
+    rows += [("similar", t, "emergency_vehicle", True, True) for t in range(40, 45)]
+    rows += [("train", t, "bus", True, True) for t in range(5)]
+    path = tmp_path / "labels.parquet"
+    pd.DataFrame(rows, columns=["stream_id", "t", "label", "audible", "visible"]).to_parquet(path)
+    embedded = {(s, t) for s in ("similar", "train", "challenging") for t in range(60)}
+    assert choose_query(path, embedded) == ("similar", 17, "emergency_vehicle")
+    assert choose_query(path, embedded - {("similar", t) for t in range(10, 50)}) == ("similar", 2, "car")
+    assert choose_query(path, embedded, "challenging") == ("challenging", 30, "background")
+
+
+@pytest.mark.parametrize("argv", [["--views", "train"], ["--views", "similar,challenging"], ["--minutes", "0"],
+                                  ["--epochs", "0"], ["--batch-size", "3"], ["--start-time", "yesterday"]])
+def test_bad_arguments_exit_2_before_anything_runs(argv, tmp_path, capsys):
+    assert demo_cli.main(["--out", str(tmp_path / "out"), *argv]) == 2
+    assert "demo: error: " in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
