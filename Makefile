@@ -31,7 +31,7 @@ system-deps:
 	fi
 
 demo: install system-deps
-	$(BIN)/python jobs/demo.py --out out/demo
+	$(BIN)/python jobs/demo.py --output out/demo
 
 test: install system-deps
 	$(BIN)/python -m pytest -q

@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psutil  # noqa: E402
 import ray  # noqa: E402
 
-from pipelines.ingest.job import WORKER_ENV, ensure_ray, run_ingest  # noqa: E402
+from pipelines.ingest.job import run_ingest  # noqa: E402
+from pipelines.runtime.cluster import start_local_ray  # noqa: E402
 from pipelines.ingest.config import IngestConfig  # noqa: E402
 from pipelines.synthetic import SyntheticConfig, generate  # noqa: E402
 
@@ -122,8 +123,7 @@ def fresh_ray(backend: str, warm: Path, work: Path) -> None:
     if ray.is_initialized():
         ray.shutdown()
     cpus = os.cpu_count() or 1
-    ray.init(num_cpus=cpus, include_dashboard=False, runtime_env={"env_vars": WORKER_ENV}, log_to_driver=False)
-    ensure_ray()
+    start_local_ray(num_cpus=cpus)
     ingest(warm, backend, work, window_seconds=max(1, 30 // (2 * cpus)))
 
 

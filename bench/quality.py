@@ -47,7 +47,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-import ray  # noqa: E402
 import torch  # noqa: E402
 
 from epg.config import EPGConfig  # noqa: E402
@@ -59,9 +58,12 @@ from pipelines.downstream.labels import align_labels, read_labels  # noqa: E402
 from pipelines.downstream.localize_job import LocalizeJobConfig, run_localize  # noqa: E402
 from pipelines.score.job import run_embed  # noqa: E402
 from pipelines.score.embeddings import read_embeddings  # noqa: E402
-from pipelines.ingest.job import WORKER_ENV, run_ingest  # noqa: E402
+from pipelines.ingest.job import run_ingest  # noqa: E402
+from pipelines.runtime.cluster import start_local_ray  # noqa: E402
 from pipelines.ingest.config import IngestConfig  # noqa: E402
-from pipelines.train.driver import PRESETS, build_model, run_pretrain, write_model  # noqa: E402
+from pipelines.train.checkpoint import build_model, write_model  # noqa: E402
+from pipelines.train.config import PRESETS  # noqa: E402
+from pipelines.train.driver import run_pretrain  # noqa: E402
 from pipelines.synthetic import SyntheticConfig, generate  # noqa: E402
 
 # Pair-label settings per method (EPGConfig.pairs fields); None = random encoders, no training.
@@ -294,8 +296,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}")
 
     torch.set_num_threads(1)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": WORKER_ENV},
-             log_to_driver=False)
+    start_local_ray(num_cpus=2)
     data = prepare_data(args)
     # The library's augmentation, bank and loss defaults are part of the budget: a change of them starts new runs.
     budget_defaults = {k: v for k, v in EPGConfig().to_dict().items() if k in ("augment", "bank", "loss")}

@@ -35,10 +35,12 @@ import torch  # noqa: E402
 from epg.search import SearchIndex  # noqa: E402
 from pipelines.train.args import config_from_args, parse_args  # noqa: E402
 from pipelines.ingest.clips_dataset import read_stream  # noqa: E402
-from pipelines.score.job import EmbedSettings, run_embed  # noqa: E402
-from pipelines.ingest.job import WORKER_ENV, run_ingest  # noqa: E402
+from pipelines.score.config import EmbedConfig  # noqa: E402
+from pipelines.score.job import run_embed  # noqa: E402
+from pipelines.ingest.job import run_ingest  # noqa: E402
+from pipelines.runtime.cluster import start_local_ray  # noqa: E402
 from pipelines.ingest.config import IngestConfig  # noqa: E402
-from pipelines.train.driver import build_model, load_model, write_model  # noqa: E402
+from pipelines.train.checkpoint import build_model, load_model, write_model  # noqa: E402
 from pipelines.synthetic import SyntheticConfig, generate  # noqa: E402
 from pipelines.train.data import decode_clips  # noqa: E402
 
@@ -86,7 +88,7 @@ def scoring(cache: Path, presets: list[str], minutes: float, batch: int) -> list
         if not clips.exists():
             run_ingest([str(video)], str(clips), IngestConfig(crop_size=CROPS[preset]), show_progress=False)
         checkpoint = random_checkpoint(work, preset, clips)
-        settings = EmbedSettings(batch_size=batch, actors=1, cpus_per_actor=1.0)
+        settings = EmbedConfig(batch_size=batch, actors=1, cpus_per_actor=1.0)
         figures = {"preset": preset, "crop": CROPS[preset], "anchor": forward_anchor(checkpoint, clips, batch)}
         for source in ("clips", "video"):
             began = time.perf_counter()
@@ -133,8 +135,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(2)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": WORKER_ENV},
-             log_to_driver=False)
+    start_local_ray(num_cpus=2)
     scored = scoring(args.cache, [p for p in args.presets.split(",") if p], args.minutes, args.batch_size)
     ray.shutdown()
     searches = [search_latency(86_400, args.dim)]

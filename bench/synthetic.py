@@ -53,10 +53,10 @@ def main(argv=None) -> int:
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--case", action="append", choices=sorted(CASES) + ["4h"], help="default: 320x180x3 and 1280x720x1")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=None, help="keep the streams here (default: a temp dir, deleted)")
+    p.add_argument("--output", "-o", type=Path, default=None, help="keep the streams here (default: a temp dir, deleted)")
     args = p.parse_args(argv)
     cases = args.case or ["320x180x3", "1280x720x1"]
-    out = args.out or Path(tempfile.mkdtemp(prefix="synthetic-bench-"))
+    out = args.output or Path(tempfile.mkdtemp(prefix="synthetic-bench-"))
     rows = []
     try:
         for c in cases:
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
             r = rows[-1]
             print(f"done {r['case']}: {r['rtf']:.2f}x", file=sys.stderr, flush=True)
     finally:
-        if args.out is None:
+        if args.output is None:
             shutil.rmtree(out, ignore_errors=True)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\nsynthetic generator, {os.cpu_count()} CPU(s) visible, peak RSS {peak_mb:.0f} MB")

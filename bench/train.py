@@ -22,11 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import ray  # noqa: E402
 import torch  # noqa: E402
 
 from pipelines.train.args import config_from_args, parse_args  # noqa: E402
-from pipelines.ingest.job import WORKER_ENV, run_ingest  # noqa: E402
+from pipelines.ingest.job import run_ingest  # noqa: E402
+from pipelines.runtime.cluster import start_local_ray  # noqa: E402
 from pipelines.ingest.config import IngestConfig  # noqa: E402
 from pipelines.train.driver import run_pretrain  # noqa: E402
 from pipelines.synthetic import SyntheticConfig, generate  # noqa: E402
@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("out/bench"))
     args = parser.parse_args()
 
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": WORKER_ENV}, log_to_driver=False)
+    start_local_ray(num_cpus=2)
     clips = clips_for(args.cache, args.minutes)
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
     results = {w: measure(clips, w, args.steps, args.batch_size, work) for w in (1, 2)}

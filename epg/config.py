@@ -9,9 +9,10 @@ command lines where a bare ``ValueError`` would be hard to trace.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, TypeVar, get_args
+from typing import Literal, get_args
+
+from epg.configs import Config, fail, non_negative, one_of, positive
 
 MiningRule = Literal["adaptive", "topk", "consensus", "quantile"]
 MinedAs = Literal["positive", "ignore"]
@@ -22,32 +23,8 @@ MINED_AS: tuple[str, ...] = get_args(MinedAs)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 
 
-def _fail(obj: object, name: str, rule: str, value: object) -> None:
-    raise ValueError(f"{type(obj).__name__}.{name} must be {rule}, got {value!r}")
-
-
-def _positive(obj: object, *names: str) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        if not value > 0:
-            _fail(obj, name, "> 0", value)
-
-
-def _non_negative(obj: object, *names: str) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        if not value >= 0:
-            _fail(obj, name, ">= 0", value)
-
-
-def _one_of(obj: object, name: str, allowed: tuple[str, ...]) -> None:
-    value = getattr(obj, name)
-    if value not in allowed:
-        _fail(obj, name, f"one of {allowed}", value)
-
-
 @dataclass(frozen=True)
-class VisualConfig:
+class VisualConfig(Config):
     """f_v: X3D built by PyTorchVideo's ``create_x3d`` (defaults: X3D-M) plus a linear layer to d.
 
     ``checkpoint`` is a local path to a state dict in PyTorchVideo's layout
@@ -69,18 +46,18 @@ class VisualConfig:
     std: tuple[float, float, float] = (0.225, 0.225, 0.225)
 
     def __post_init__(self) -> None:
-        _positive(self, "frames", "crop_size", "embed_dim", "width_factor", "depth_factor",
+        positive(self, "frames", "crop_size", "embed_dim", "width_factor", "depth_factor",
                   "bottleneck_factor", "stem_dim", "head_dim")
         if self.crop_size % 32 != 0:
-            _fail(self, "crop_size", "a multiple of 32 (X3D's total spatial stride)", self.crop_size)
+            fail(self, "crop_size", "a multiple of 32 (X3D's total spatial stride)", self.crop_size)
         if not 0.0 <= self.dropout < 1.0:
-            _fail(self, "dropout", "in [0, 1)", self.dropout)
+            fail(self, "dropout", "in [0, 1)", self.dropout)
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            _fail(self, "mean/std", "three values with std > 0", (self.mean, self.std))
+            fail(self, "mean/std", "three values with std > 0", (self.mean, self.std))
 
 
 @dataclass(frozen=True)
-class AudioConfig:
+class AudioConfig(Config):
     """f_a: a ResNet-18 (BasicBlock, [2, 2, 2, 2]) on 1-channel log-mel [n_mels, T] plus a linear layer to d.
 
     ``checkpoint`` is a local path to a state dict in this encoder's layout, which
@@ -99,21 +76,21 @@ class AudioConfig:
     input_std_db: float = 20.0
 
     def __post_init__(self) -> None:
-        _positive(self, "n_mels", "frames", "embed_dim", "input_std_db")
+        positive(self, "n_mels", "frames", "embed_dim", "input_std_db")
         if len(self.widths) != 4 or min(self.widths) <= 0:
-            _fail(self, "widths", "four positive ints", self.widths)
+            fail(self, "widths", "four positive ints", self.widths)
         if len(self.blocks) != 4 or min(self.blocks) <= 0:
-            _fail(self, "blocks", "four positive ints", self.blocks)
+            fail(self, "blocks", "four positive ints", self.blocks)
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Config):
     visual: VisualConfig = field(default_factory=VisualConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
 
     def __post_init__(self) -> None:
         if self.visual.embed_dim != self.audio.embed_dim:
-            _fail(self, "visual.embed_dim/audio.embed_dim", "equal (one shared space)",
+            fail(self, "visual.embed_dim/audio.embed_dim", "equal (one shared space)",
                   (self.visual.embed_dim, self.audio.embed_dim))
 
     @property
@@ -142,7 +119,7 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class PairConfig:
+class PairConfig(Config):
     """TPG/EPG pair labels (DESIGN §4).
 
     tau: TPG positive iff same stream and |t_i - t_j| <= tau seconds.
@@ -168,16 +145,16 @@ class PairConfig:
     warmup_epochs: int = 1
 
     def __post_init__(self) -> None:
-        _non_negative(self, "tau", "mined_weight", "exclusion_window", "warmup_epochs")
-        _positive(self, "k")
-        _one_of(self, "mining", MINING_RULES)
-        _one_of(self, "mined_as", MINED_AS)
+        non_negative(self, "tau", "mined_weight", "exclusion_window", "warmup_epochs")
+        positive(self, "k")
+        one_of(self, "mining", MINING_RULES)
+        one_of(self, "mined_as", MINED_AS)
         if not 0.0 < self.quantile < 1.0:
-            _fail(self, "quantile", "in (0, 1)", self.quantile)
+            fail(self, "quantile", "in (0, 1)", self.quantile)
         if self.cap is not None and self.cap < 1:
-            _fail(self, "cap", ">= 1 or None", self.cap)
+            fail(self, "cap", ">= 1 or None", self.cap)
         if self.exclusion_window < self.tau:
-            _fail(self, "exclusion_window", f">= tau ({self.tau}) so TPG positives are never mined", self.exclusion_window)
+            fail(self, "exclusion_window", f">= tau ({self.tau}) so TPG positives are never mined", self.exclusion_window)
 
     def mining_active(self, epoch: int) -> bool:
         """Whether EPG mining runs in ``epoch`` (0-based); before that, TPG labels only."""
@@ -185,7 +162,7 @@ class PairConfig:
 
 
 @dataclass(frozen=True)
-class LossConfig:
+class LossConfig(Config):
     """Distance D (Eq. 5) and the multi-positive margin loss (Eq. 4).
 
     lam: λ of D = λ·‖x−y‖ + (1−λ)·(1−cos). margin: m.
@@ -198,13 +175,13 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.lam <= 1.0:
-            _fail(self, "lam", "in [0, 1]", self.lam)
-        _positive(self, "margin")
-        _non_negative(self, "negative_weight")
+            fail(self, "lam", "in [0, 1]", self.lam)
+        positive(self, "margin")
+        non_negative(self, "negative_weight")
 
 
 @dataclass(frozen=True)
-class BankConfig:
+class BankConfig(Config):
     """FIFO bank of the last ``size`` gathered samples (0 = no bank); distances in chunks of ``chunk_size`` candidates.
 
     mining_only (default): bank rows are candidates of mining only; a mined bank row is
@@ -221,12 +198,12 @@ class BankConfig:
     mining_only: bool = True
 
     def __post_init__(self) -> None:
-        _non_negative(self, "size")
-        _positive(self, "chunk_size")
+        non_negative(self, "size")
+        positive(self, "chunk_size")
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(Config):
     """Augmentation (DESIGN §4), on by default for TPG and EPG alike.
 
     Visual (video in [0, 1]): brightness ±, contrast ×[1−c, 1+c], per-channel colour gain
@@ -259,21 +236,21 @@ class AugmentConfig:
     freq_mask: int = 16
 
     def __post_init__(self) -> None:
-        _non_negative(self, "brightness", "contrast", "color", "shift", "gain_db", "noise_p",
+        non_negative(self, "brightness", "contrast", "color", "shift", "gain_db", "noise_p",
                       "time_masks", "time_mask", "freq_masks", "freq_mask")
         for name in ("contrast", "color"):
             if getattr(self, name) >= 1:
-                _fail(self, name, "< 1", getattr(self, name))
+                fail(self, name, "< 1", getattr(self, name))
         if self.shift >= 0.5:
-            _fail(self, "shift", "< 0.5", self.shift)
+            fail(self, "shift", "< 0.5", self.shift)
         if self.noise_p > 1:
-            _fail(self, "noise_p", "<= 1", self.noise_p)
+            fail(self, "noise_p", "<= 1", self.noise_p)
         if self.noise_db_min > self.noise_db_max:
-            _fail(self, "noise_db_min", f"<= noise_db_max ({self.noise_db_max})", self.noise_db_min)
+            fail(self, "noise_db_min", f"<= noise_db_max ({self.noise_db_max})", self.noise_db_min)
 
 
 @dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(Config):
     """Optimisation: separate learning rate and weight decay per encoder, and the schedule.
 
     schedule ``audio_first``: f_a alone (f_v frozen) for ``audio_only_epochs``, then joint;
@@ -294,11 +271,11 @@ class OptimConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _positive(self, "epochs", "batch_size", "lr_visual", "lr_audio")
-        _non_negative(self, "weight_decay_visual", "weight_decay_audio", "audio_only_epochs")
-        _one_of(self, "schedule", SCHEDULES)
+        positive(self, "epochs", "batch_size", "lr_visual", "lr_audio")
+        non_negative(self, "weight_decay_visual", "weight_decay_audio", "audio_only_epochs")
+        one_of(self, "schedule", SCHEDULES)
         if self.grad_clip_norm is not None and self.grad_clip_norm <= 0:
-            _fail(self, "grad_clip_norm", "> 0 or None", self.grad_clip_norm)
+            fail(self, "grad_clip_norm", "> 0 or None", self.grad_clip_norm)
 
     def train_visual(self, epoch: int) -> bool:
         """Whether f_v is trained in ``epoch`` (0-based)."""
@@ -316,49 +293,10 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
-class EPGConfig:
+class EPGConfig(Config):
     model: ModelConfig = field(default_factory=ModelConfig)
     pairs: PairConfig = field(default_factory=PairConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     bank: BankConfig = field(default_factory=BankConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (tuples become lists), for run records and YAML."""
-        return _to_plain(dataclasses.asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "EPGConfig":
-        """Inverse of ``to_dict``; missing fields take defaults, unknown fields are an error naming them."""
-        return _from_dict(cls, data, "EPGConfig")
-
-
-def _to_plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_plain(v) for v in value]
-    return value
-
-
-T = TypeVar("T")
-
-
-def _from_dict(cls: type[T], data: Mapping[str, Any], path: str) -> T:
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{path} must be a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ValueError(f"{path}: unknown field(s) {unknown}; known: {sorted(fields)}")
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else fields[name].default  # type: ignore[misc]
-        if dataclasses.is_dataclass(default):
-            kwargs[name] = _from_dict(type(default), value, f"{path}.{name}")
-        elif isinstance(default, tuple) and isinstance(value, list):
-            kwargs[name] = tuple(value)
-        else:
-            kwargs[name] = value
-    return cls(**kwargs)

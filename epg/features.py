@@ -7,14 +7,16 @@ torchaudio is not used (its registry build is CUDA-only); librosa is.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import librosa
 import numpy as np
 
+from epg.configs import Config
+
 
 @dataclass(frozen=True)
-class LogMelConfig:
+class LogMelConfig(Config):
     """Audio feature settings (DESIGN §3.1). One clip is one second of audio."""
 
     sample_rate: int = 44_100
@@ -43,9 +45,6 @@ class LogMelConfig:
     def silence_db(self) -> float:
         """The value a silent input maps to (10·log10(amin))."""
         return float(10.0 * np.log10(self.amin))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def log_mel(waveforms: np.ndarray, config: LogMelConfig = LogMelConfig()) -> np.ndarray:

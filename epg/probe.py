@@ -19,13 +19,15 @@ Decisions (the design is silent):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Literal, get_args
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from epg.configs import Config
 
 FeatureSet = Literal["audio", "visual", "both"]
 FEATURE_SETS: tuple[str, ...] = get_args(FeatureSet)
@@ -34,7 +36,7 @@ CLASS_WEIGHTS: tuple[str, ...] = get_args(ClassWeight)
 
 
 @dataclass(frozen=True)
-class ProbeConfig:
+class ProbeConfig(Config):
     """Training settings of the linear probe; validated on creation."""
 
     epochs: int = 50
@@ -55,16 +57,6 @@ class ProbeConfig:
             raise ValueError(f"ProbeConfig.weight_decay must be >= 0, got {self.weight_decay}")
         if self.class_weight not in CLASS_WEIGHTS:
             raise ValueError(f"ProbeConfig.class_weight must be one of {CLASS_WEIGHTS}, got {self.class_weight!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ProbeConfig:
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"ProbeConfig: unknown field(s) {unknown}")
-        return cls(**data)
 
 
 def select_features(v: np.ndarray, a: np.ndarray, features: FeatureSet) -> np.ndarray:

@@ -1,7 +1,7 @@
-"""Anomaly detection on embeddings (DESIGN §5): threshold μ + kσ from reference footage, events, timelines.
+"""Anomaly detection on embeddings (DESIGN §5): threshold μ + σ-multiple of the std from reference footage, events, timelines.
 
 Local:    python jobs/anomaly.py --embeddings data/emb --reference train --output reports/anomaly
-          [--streams similar challenging] [--k 2] [--max-gap 0] [--labels data/synth/labels.parquet]
+          [--streams similar challenging] [--sigma 2] [--max-gap 0] [--labels data/synth/labels.parquet]
           [--start-time 2026-05-01T08:00:00 | --start-time cam1=2026-05-01T08:00:00 ...]
 Cluster:  ray job submit --working-dir . -- python jobs/anomaly.py --embeddings s3://bucket/emb ...
 Writes scores.parquet, events.parquet/.json, timeline-<stream>.png, summary.json and config.json
@@ -18,24 +18,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from pipelines.downstream.anomaly_job import AnomalyJobConfig, format_summary, run_anomaly  # noqa: E402
 from pipelines.downstream.clock import Clock, parse_start_time_args  # noqa: E402
+from pipelines.runtime.cli import add_deprecated_alias, add_output_option  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    defaults = AnomalyJobConfig(embeddings="-", output="-", reference=("-",))
+    d = AnomalyJobConfig.default_of
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--embeddings", required=True, help="embeddings root written by jobs/embed.py (path or URI)")
     p.add_argument("--reference", nargs="+", required=True, metavar="STREAM", help="streams the threshold is fitted on")
     p.add_argument("--streams", nargs="+", default=[], metavar="STREAM", help="streams to score (default: all)")
-    p.add_argument("--k", type=float, default=defaults.k, help="threshold = mean + k * std of the reference scores")
-    p.add_argument("--max-gap", type=int, default=defaults.max_gap,
+    p.add_argument("--sigma", type=float, default=d("sigma"), help="threshold = mean + sigma * std of the reference scores")
+    p.add_argument("--max-gap", type=int, default=d("max_gap"),
                    help="merge anomalous runs separated by at most this many normal seconds (0: contiguous only)")
     p.add_argument("--labels", default=None, help="labels table (Parquet/CSV) for ROC-AUC / AP and event recall")
-    p.add_argument("--anomaly-classes", nargs="+", default=list(defaults.anomaly_classes), metavar="CLASS",
+    p.add_argument("--anomaly-classes", nargs="+", default=list(d("anomaly_classes")), metavar="CLASS",
                    help="label classes that count as anomalies (default: the synthetic anomaly classes)")
     p.add_argument("--start-time", action="append", default=[], metavar="[STREAM=]ISO8601",
                    help="recording start, for wall-clock times (once for all streams, or per stream)")
     p.add_argument("--no-plots", action="store_true", help="skip the timeline PNGs")
-    p.add_argument("--output", "-o", required=True, help="output directory (path or URI)")
+    add_output_option(p, "output directory (path or URI)")
+    add_deprecated_alias(p, "--k", "--sigma")
     return p.parse_args(argv)
 
 
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = AnomalyJobConfig(
             embeddings=args.embeddings, output=args.output, reference=tuple(args.reference), streams=tuple(args.streams),
-            k=args.k, max_gap=args.max_gap, labels=args.labels, anomaly_classes=tuple(args.anomaly_classes),
+            sigma=args.sigma, max_gap=args.max_gap, labels=args.labels, anomaly_classes=tuple(args.anomaly_classes),
             start_times=parse_start_time_args(args.start_time), plots=not args.no_plots,
         )
         result = run_anomaly(config)

@@ -1,9 +1,9 @@
 """The main job on synthetic data: generate → ingest → pretrain EPG (CPU) → embed → anomaly, search, localize → report.
 
-    python jobs/demo.py --out out/demo [--minutes 5] [--preset small] [--epochs 3] [--start-time 2026-05-01T08:00:00]
+    python jobs/demo.py --output out/demo [--minutes 5] [--preset small] [--epochs 3] [--start-time 2026-05-01T08:00:00]
 
 Prints one line per stage with its time, each job's summary, and last where the report is
-(<out>/report/index.html). A rerun with the same --out reuses the finished stages.
+(<out>/report/index.html). A rerun with the same --output reuses the finished stages.
 The stages and decisions are described in pipelines/demo/.
 Exit code 0 when done, 1 when a stage failed, 2 for bad arguments.
 """
@@ -16,14 +16,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout / ray working dir
 
-from pipelines.demo.job import MainJobConfig, MainJobError, format_result, run_main  # noqa: E402
-from pipelines.train.driver import PAIRINGS, PRESETS  # noqa: E402
+from pipelines.demo.config import MainJobConfig, MainJobError  # noqa: E402
+from pipelines.demo.job import format_result, run_main  # noqa: E402
+from pipelines.runtime.cli import add_deprecated_alias, add_output_option, add_ray_options  # noqa: E402
+from pipelines.train.config import PAIRINGS, PRESETS  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    d = MainJobConfig(out="-")
+    d = MainJobConfig()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="out/demo", help="output folder (videos, clips, runs, embeddings, jobs, report)")
+    add_output_option(p, "output folder (videos, clips, runs, embeddings, jobs, report)", required=False, default=d.output)
     p.add_argument("--minutes", type=float, default=d.minutes, help="minutes of synthetic footage per view")
     p.add_argument("--seed", type=int, default=d.seed, help="event timeline of the synthetic stream")
     p.add_argument("--rate-scale", type=float, default=d.rate_scale, help="event rate x the generator's default")
@@ -34,8 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="visual samples per step")
     p.add_argument("--start-time", default=None, metavar="ISO8601",
                    help="when the recording started: times in the outputs become wall-clock HH:MM:SS")
-    p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or a new local Ray)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_ray_options(p)
+    add_deprecated_alias(p, "--out", "--output")
     return p.parse_args(argv)
 
 
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         config = MainJobConfig(
-            out=args.out, minutes=args.minutes, seed=args.seed, rate_scale=args.rate_scale,
+            output=args.output, minutes=args.minutes, seed=args.seed, rate_scale=args.rate_scale,
             views=tuple(v for v in args.views.split(",") if v), preset=args.preset, pairing=args.pairing,
             epochs=args.epochs, batch_size=args.batch_size, start_time=args.start_time, ray_address=args.address,
             show_progress=not args.quiet,

@@ -18,37 +18,38 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout / ray working dir
 
-from pipelines.score.job import EmbedError, EmbedSettings, run_embed  # noqa: E402
 from pipelines.ingest.config import FRAME_BACKENDS  # noqa: E402
 from pipelines.media.sources import InputError  # noqa: E402
+from pipelines.runtime.cli import add_output_option, add_ray_options  # noqa: E402
+from pipelines.score.config import EmbedConfig, EmbedError  # noqa: E402
+from pipelines.score.job import run_embed  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    defaults = EmbedSettings()
+    d = EmbedConfig.default_of
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--clips", help="clips root written by jobs/ingest.py (path or URI)")
     source.add_argument("--videos", nargs="+", help="video files, directories, globs or URIs (decoded, never written as clips)")
     p.add_argument("--checkpoint", required=True, help="checkpoint directory, or run directory (latest checkpoint)")
-    p.add_argument("--output", "-o", required=True, help="embeddings root (path or URI)")
+    add_output_option(p, "embeddings root (path or URI)")
     p.add_argument("--overwrite", action="store_true", help="score again streams already complete, and replace another model's")
-    p.add_argument("--actors", type=int, default=defaults.actors, help="model actors (one GPU each with --gpus-per-actor 1)")
-    p.add_argument("--gpus-per-actor", type=float, default=defaults.gpus_per_actor)
-    p.add_argument("--cpus-per-actor", type=float, default=defaults.cpus_per_actor)
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="clips per model call")
-    p.add_argument("--rows-per-file", type=int, default=defaults.rows_per_file)
-    p.add_argument("--window-seconds", type=int, default=defaults.window_seconds, help="videos: seconds per decode task")
-    p.add_argument("--frame-backend", choices=FRAME_BACKENDS, default=defaults.frame_backend, help="videos")
-    p.add_argument("--jpeg-quality", type=int, default=defaults.jpeg_quality, help="videos: as the clips were ingested")
-    p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or a new local Ray)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--actors", type=int, default=d("actors"), help="model actors (one GPU each with --gpus-per-actor 1)")
+    p.add_argument("--gpus-per-actor", type=float, default=d("gpus_per_actor"))
+    p.add_argument("--cpus-per-actor", type=float, default=d("cpus_per_actor"))
+    p.add_argument("--batch-size", type=int, default=d("batch_size"), help="clips per model call")
+    p.add_argument("--rows-per-file", type=int, default=d("rows_per_file"))
+    p.add_argument("--window-seconds", type=int, default=d("window_seconds"), help="videos: seconds per decode task")
+    p.add_argument("--frame-backend", choices=FRAME_BACKENDS, default=d("frame_backend"), help="videos")
+    p.add_argument("--jpeg-quality", type=int, default=d("jpeg_quality"), help="videos: as the clips were ingested")
+    add_ray_options(p)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        settings = EmbedSettings(
+        settings = EmbedConfig(
             batch_size=args.batch_size, actors=args.actors, cpus_per_actor=args.cpus_per_actor,
             gpus_per_actor=args.gpus_per_actor, rows_per_file=args.rows_per_file, window_seconds=args.window_seconds,
             frame_backend=args.frame_backend, jpeg_quality=args.jpeg_quality,

@@ -15,26 +15,26 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout / ray working dir
 
-from pipelines.ingest.job import run_ingest  # noqa: E402
 from pipelines.ingest.config import FRAME_BACKENDS, IngestConfig  # noqa: E402
+from pipelines.ingest.job import run_ingest  # noqa: E402
 from pipelines.media.sources import InputError  # noqa: E402
+from pipelines.runtime.cli import add_output_option, add_ray_options  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    defaults = IngestConfig()
+    d = IngestConfig.default_of
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", "-i", nargs="+", required=True, help="files, directories, globs or URIs")
-    parser.add_argument("--output", "-o", required=True, help="clips root (local path or URI)")
+    add_output_option(parser, "clips root (local path or URI)")
     parser.add_argument("--overwrite", action="store_true", help="redo streams that are already complete")
-    parser.add_argument("--frame-backend", choices=FRAME_BACKENDS, default=defaults.frame_backend)
+    parser.add_argument("--frame-backend", choices=FRAME_BACKENDS, default=d("frame_backend"))
     parser.add_argument("--no-fallback", action="store_true", help="do not hand failed windows to the other backend")
-    parser.add_argument("--crop-size", type=int, default=defaults.crop_size)
-    parser.add_argument("--window-seconds", type=int, default=defaults.window_seconds)
-    parser.add_argument("--shard-rows", type=int, default=defaults.shard_rows)
-    parser.add_argument("--jpeg-quality", type=int, default=defaults.jpeg_quality)
-    parser.add_argument("--decode-threads", type=int, default=defaults.decode_threads)
-    parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or a new local Ray)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--crop-size", type=int, default=d("crop_size"))
+    parser.add_argument("--window-seconds", type=int, default=d("window_seconds"))
+    parser.add_argument("--shard-rows", type=int, default=d("shard_rows"))
+    parser.add_argument("--jpeg-quality", type=int, default=d("jpeg_quality"))
+    parser.add_argument("--decode-threads", type=int, default=d("decode_threads"))
+    add_ray_options(parser)
     return parser.parse_args(argv)
 
 

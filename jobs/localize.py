@@ -29,6 +29,7 @@ from epg.cpsp.config import CATEGORY_HEADS, INPUT_NORMS, SUPERVISIONS  # noqa: E
 from epg.probe import CLASS_WEIGHTS, FEATURE_SETS, ProbeConfig  # noqa: E402
 from pipelines.downstream.heads import HEADS, CPSPHeadConfig  # noqa: E402
 from pipelines.downstream.localize_job import LocalizeJobConfig, format_summary, run_localize  # noqa: E402
+from pipelines.runtime.cli import add_output_option  # noqa: E402
 
 
 def parse_eval(values: list[str]) -> dict[str, tuple[str, ...]]:
@@ -88,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cpsp-category-head", choices=CATEGORY_HEADS, default=cpsp.category_head)
     p.add_argument("--cpsp-hidden", type=int, default=cpsp.hidden, help="projection and BiLSTM size")
     p.add_argument("--cpsp-device", default=cpsp.device, help="torch device, e.g. cuda")
-    p.add_argument("--output", "-o", required=True, help="output directory (path or URI)")
+    add_output_option(p, "output directory (path or URI)")
     return p.parse_args(argv)
 
 

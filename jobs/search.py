@@ -21,26 +21,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from epg.search import MODES  # noqa: E402
 from pipelines.downstream.clock import parse_start_time_args  # noqa: E402
 from pipelines.downstream.search_job import SearchJobConfig, format_summary, run_search  # noqa: E402
+from pipelines.runtime.cli import add_output_option  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    defaults = SearchJobConfig(embeddings="-", output="-", query="-:0")
+    d = SearchJobConfig.default_of
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--embeddings", required=True, help="embeddings root written by jobs/embed.py (path or URI)")
     query = p.add_mutually_exclusive_group(required=True)
     query.add_argument("--query", help="a clip of the index: STREAM:SECONDS or STREAM:HH:MM:SS")
     query.add_argument("--video", help="a short video file to search for (needs --checkpoint)")
     p.add_argument("--checkpoint", default=None, help="checkpoint to embed --video with")
-    p.add_argument("--mode", choices=MODES, default=defaults.mode, help="distance on visual, audio or the mean of both")
-    p.add_argument("--k", type=int, default=defaults.k, help="number of results")
-    p.add_argument("--exclusion", type=int, default=defaults.exclusion, help="seconds around the query excluded")
-    p.add_argument("--suppression", type=int, default=defaults.suppression,
+    p.add_argument("--mode", choices=MODES, default=d("mode"), help="distance on visual, audio or the mean of both")
+    p.add_argument("--k", type=int, default=d("k"), help="number of results")
+    p.add_argument("--exclusion", type=int, default=d("exclusion"), help="seconds around the query excluded")
+    p.add_argument("--suppression", type=int, default=d("suppression"),
                    help="seconds around a higher-ranked result in which results are suppressed")
     p.add_argument("--clips", default=None, help="clips root (thumbnails and spectrograms on the contact sheet)")
     p.add_argument("--labels", default=None, help="labels table (Parquet/CSV): label of each hit and precision@k")
     p.add_argument("--start-time", action="append", default=[], metavar="[STREAM=]ISO8601",
                    help="recording start, for wall-clock times (once for all streams, or per stream)")
-    p.add_argument("--output", "-o", required=True, help="output directory (path or URI)")
+    add_output_option(p, "output directory (path or URI)")
     return p.parse_args(argv)
 
 

@@ -1,4 +1,10 @@
-"""Shared fixtures: one real local Ray for the whole test session."""
+"""Shared fixtures and markers: one real local Ray for the whole session, torch threads per test.
+
+Markers (registered in pyproject.toml; ``make test`` runs every test, ``pytest -m "not slow"``
+is the fast subset): ``ray`` is added to every test that uses the ``ray_local`` fixture, and
+such tests are ``slow`` as well (a local Ray, real pipelines); ``browser`` (headless chromium)
+and ``multinode`` (a second Ray node) mark themselves and are slow too.
+"""
 
 from __future__ import annotations
 
@@ -37,13 +43,11 @@ def ray_local():
     """A real local Ray with 2 CPUs, started once (and stopped) by the tests."""
     import ray
 
-    from pipelines.ingest.job import WORKER_ENV, ensure_ray
+    from pipelines.runtime.cluster import ensure_ray, start_local_ray
 
     started = not ray.is_initialized()
     if started:
-        # address="local": always a new local Ray, never a cluster some `ray start` left running.
-        ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": WORKER_ENV},
-                 log_to_driver=False)
+        start_local_ray(num_cpus=2)
     ensure_ray()
     yield ray
     if started:
@@ -58,12 +62,22 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Small models on a shared machine: one intra-op thread avoids waiting on busy cores (restored after)."""
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "ray_local" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)
+        if any(item.get_closest_marker(name) for name in ("ray", "browser", "multinode")):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def torch_threads(request: pytest.FixtureRequest):
+    """Small models on a shared 2-core machine: one intra-op thread unless a test asks for more with
+    ``@pytest.mark.torch_threads(n)`` (spin-waiting threads crawl on busy cores); restored after."""
     import torch
 
+    marker = request.node.get_closest_marker("torch_threads")
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(marker.args[0] if marker else 1)
     yield
     torch.set_num_threads(threads)

@@ -10,11 +10,10 @@ errors name the field (``CPSPLossConfig.vpsa_margin must be >= 0, got -1``).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, get_args
+from typing import Literal, get_args
 
-from epg.config import _fail, _from_dict, _non_negative, _one_of, _positive, _to_plain
+from epg.configs import Config, fail, non_negative, one_of, positive
 
 CategoryHead = Literal["video", "segment"]
 SpatialPool = Literal["attention", "mean"]
@@ -31,11 +30,11 @@ def _unit_interval(obj: object, name: str, closed_right: bool = False) -> None:
     value = getattr(obj, name)
     ok = 0.0 <= value <= 1.0 if closed_right else 0.0 <= value < 1.0
     if not ok:
-        _fail(obj, name, "in [0, 1]" if closed_right else "in [0, 1)", value)
+        fail(obj, name, "in [0, 1]" if closed_right else "in [0, 1)", value)
 
 
 @dataclass(frozen=True)
-class CPSPModelConfig:
+class CPSPModelConfig(Config):
     """The network (see ``epg.cpsp.model``).
 
     num_classes: C event classes (background is class C, not counted here).
@@ -73,15 +72,15 @@ class CPSPModelConfig:
     event_threshold: float = 0.5
 
     def __post_init__(self) -> None:
-        _positive(self, "num_classes", "visual_dim", "audio_dim", "attention_dim", "proj_dim", "lstm_hidden",
+        positive(self, "num_classes", "visual_dim", "audio_dim", "attention_dim", "proj_dim", "lstm_hidden",
                   "lstm_layers")
-        _one_of(self, "spatial", SPATIAL_POOLS)
-        _one_of(self, "input_norm", INPUT_NORMS)
-        _one_of(self, "category_head", CATEGORY_HEADS)
+        one_of(self, "spatial", SPATIAL_POOLS)
+        one_of(self, "input_norm", INPUT_NORMS)
+        one_of(self, "category_head", CATEGORY_HEADS)
         _unit_interval(self, "psp_threshold")
         _unit_interval(self, "dropout")
         if not 0.0 < self.event_threshold < 1.0:
-            _fail(self, "event_threshold", "in (0, 1)", self.event_threshold)
+            fail(self, "event_threshold", "in (0, 1)", self.event_threshold)
 
     @property
     def feature_dim(self) -> int:
@@ -90,7 +89,7 @@ class CPSPModelConfig:
 
 
 @dataclass(frozen=True)
-class CPSPLossConfig:
+class CPSPLossConfig(Config):
     """Weights and parameters of the three CPSP losses (0 weight = term off).
 
     avpsp_weight: L_avpsp, fully supervised only (published 100).
@@ -107,12 +106,12 @@ class CPSPLossConfig:
     vpsa_negatives: int = 3
 
     def __post_init__(self) -> None:
-        _non_negative(self, "avpsp_weight", "spsa_weight", "vpsa_weight", "vpsa_margin")
-        _positive(self, "spsa_temperature", "vpsa_negatives")
+        non_negative(self, "avpsp_weight", "spsa_weight", "vpsa_weight", "vpsa_margin")
+        positive(self, "spsa_temperature", "vpsa_negatives")
 
 
 @dataclass(frozen=True)
-class CPSPTrainConfig:
+class CPSPTrainConfig(Config):
     """Training (see ``epg.cpsp.train``).
 
     supervision: ``full`` (segment labels) or ``weak`` (video labels only; the
@@ -135,26 +134,17 @@ class CPSPTrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        _one_of(self, "supervision", SUPERVISIONS)
-        _positive(self, "epochs", "batch_size", "eval_batch_size", "lr", "lr_gamma")
-        _non_negative(self, "weight_decay")
+        one_of(self, "supervision", SUPERVISIONS)
+        positive(self, "epochs", "batch_size", "eval_batch_size", "lr", "lr_gamma")
+        non_negative(self, "weight_decay")
         if any(m < 1 for m in self.lr_milestones) or list(self.lr_milestones) != sorted(set(self.lr_milestones)):
-            _fail(self, "lr_milestones", "increasing epochs >= 1", self.lr_milestones)
+            fail(self, "lr_milestones", "increasing epochs >= 1", self.lr_milestones)
         if self.grad_clip_norm is not None and self.grad_clip_norm <= 0:
-            _fail(self, "grad_clip_norm", "> 0 or None", self.grad_clip_norm)
+            fail(self, "grad_clip_norm", "> 0 or None", self.grad_clip_norm)
 
 
 @dataclass(frozen=True)
-class CPSPConfig:
+class CPSPConfig(Config):
     model: CPSPModelConfig = field(default_factory=CPSPModelConfig)
     loss: CPSPLossConfig = field(default_factory=CPSPLossConfig)
     train: CPSPTrainConfig = field(default_factory=CPSPTrainConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (tuples become lists), for run records and YAML."""
-        return _to_plain(dataclasses.asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "CPSPConfig":
-        """Inverse of ``to_dict``; missing fields take defaults, unknown fields are an error naming them."""
-        return _from_dict(cls, data, "CPSPConfig")

@@ -9,7 +9,7 @@ Output directory:
     events.parquet          stream_id, start, end (exclusive), duration, peak_t, peak_score, labels
     events.json             {"threshold", "events": [... + start_hhmmss, end_hhmmss, peak_hhmmss]}
     timeline-<stream>.png   score over time, threshold, events (and labelled anomalies)
-    summary.json            threshold, mean, std, k, max_gap, counts per stream; with labels:
+    summary.json            threshold, mean, std, k (= sigma), max_gap, counts per stream; with labels:
                             ROC-AUC and AP per second (overall and in
                             metrics_per_stream), event precision/recall
 
@@ -18,7 +18,8 @@ Decisions (where the design is silent):
 - Streams scored (``streams``): all streams of the embeddings when not given, the
   reference included (its events show what the threshold flags on known footage).
 - With labels, a second is a true anomaly when one of ``anomaly_classes`` is present
-  (default: the synthetic generator's anomaly classes). ROC-AUC/AP are computed over
+  (default ``DEFAULT_ANOMALY_CLASSES``: the synthetic generator's anomaly classes, which a
+  test keeps equal to ``pipelines.synthetic.ANOMALY_CLASSES``). ROC-AUC/AP are computed over
   the scored seconds of streams that the labels table has; per stream as well.
   ``labels`` of an event: the classes present in any of its seconds.
 - Event precision: share of detected events that overlap a labelled anomaly second;
@@ -36,31 +37,33 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from epg.configs import Config
 from epg.anomaly import Event, Threshold, detect_events, fit_threshold, merge_events
 from epg.metrics import average_precision, roc_auc
 from pipelines.downstream import DownstreamError
 from pipelines.downstream.clock import Clock, check_start_times
 from pipelines.downstream.labels import SecondLabels, align_labels, read_labels
-from pipelines.downstream.outputs import CONFIG_FILE, OutputDir, config_from_record, config_record
+from pipelines.downstream.outputs import CONFIG_FILE, OutputDir
 from pipelines.downstream.plots import anomaly_timeline_png
 from pipelines.score.embeddings import Embeddings, read_embeddings
-from pipelines.synthetic.classes import ANOMALY_CLASSES
 
 TIMELINE_PREFIX = "timeline-"
+# Classes that count as anomalies when labels are given (the synthetic footage's: glass, scream, speeding car).
+DEFAULT_ANOMALY_CLASSES: tuple[str, ...] = ("glass_break", "scream", "speeding_car")
 
 
 @dataclass(frozen=True)
-class AnomalyJobConfig:
+class AnomalyJobConfig(Config):
     """One anomaly run; validated on creation (errors name the field)."""
 
     embeddings: str
     output: str
     reference: tuple[str, ...]
     streams: tuple[str, ...] = ()  # () = every stream of the embeddings
-    k: float = 2.0
+    sigma: float = 2.0  # threshold = mean + sigma * std of the reference scores
     max_gap: int = 0
     labels: str | None = None
-    anomaly_classes: tuple[str, ...] = tuple(sorted(ANOMALY_CLASSES))
+    anomaly_classes: tuple[str, ...] = DEFAULT_ANOMALY_CLASSES
     start_times: dict[str, str] = field(default_factory=dict)  # stream or "*" → ISO 8601 start
     plots: bool = True
 
@@ -71,17 +74,13 @@ class AnomalyJobConfig:
             raise ValueError("AnomalyJobConfig.output must name an output directory")
         if not self.reference:
             raise ValueError("AnomalyJobConfig.reference must name at least one reference stream")
-        if not math.isfinite(self.k) or self.k < 0:
-            raise ValueError(f"AnomalyJobConfig.k must be a finite number >= 0, got {self.k}")
+        if not math.isfinite(self.sigma) or self.sigma < 0:
+            raise ValueError(f"AnomalyJobConfig.sigma must be a finite number >= 0, got {self.sigma}")
         if self.max_gap < 0:
             raise ValueError(f"AnomalyJobConfig.max_gap must be >= 0, got {self.max_gap}")
         if self.labels is not None and not self.anomaly_classes:
             raise ValueError("AnomalyJobConfig.anomaly_classes must name at least one class when labels are given")
         check_start_times("AnomalyJobConfig.start_times", self.start_times)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> AnomalyJobConfig:
-        return config_from_record(cls, data)
 
 
 @dataclass(frozen=True)
@@ -166,10 +165,10 @@ def run_anomaly(config: AnomalyJobConfig) -> AnomalyResult:
                 f"(classes: {list(labels_table.classes)}); pass --anomaly-classes"
             )
     out = OutputDir(config.output)
-    out.write_json(CONFIG_FILE, config_record(config))
+    out.write_json(CONFIG_FILE, config.to_dict())
     clock = Clock(config.start_times)
 
-    threshold = fit_threshold(emb.of_streams(config.reference).av_dist, config.k)
+    threshold = fit_threshold(emb.of_streams(config.reference).av_dist, config.sigma)
     selected = emb.of_streams(streams)
     scores = selected.av_dist.astype(np.float64)
     anomalous, events = detect_events(selected.stream_id, selected.t, scores, threshold, config.max_gap)

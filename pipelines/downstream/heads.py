@@ -46,7 +46,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from epg.config import _fail, _from_dict, _non_negative, _one_of, _positive
+from epg.configs import Config, fail, non_negative, one_of, positive
 from epg.cpsp.config import (
     CATEGORY_HEADS,
     INPUT_NORMS,
@@ -126,7 +126,7 @@ _MODEL = CPSPModelConfig()
 
 
 @dataclass(frozen=True)
-class CPSPHeadConfig:
+class CPSPHeadConfig(Config):
     """The CPSP head of the localize job: windows, validation split and the CPSP settings that matter here.
 
     Everything else (loss weights aside, in ``loss``) takes the defaults of
@@ -150,19 +150,19 @@ class CPSPHeadConfig:
     loss: CPSPLossConfig = field(default_factory=CPSPLossConfig)
 
     def __post_init__(self) -> None:
-        _one_of(self, "supervision", SUPERVISIONS)
-        _one_of(self, "input_norm", INPUT_NORMS)
-        _one_of(self, "category_head", CATEGORY_HEADS)
-        _positive(self, "epochs", "batch_size", "lr", "length", "stride", "hidden")
-        _non_negative(self, "weight_decay")
+        one_of(self, "supervision", SUPERVISIONS)
+        one_of(self, "input_norm", INPUT_NORMS)
+        one_of(self, "category_head", CATEGORY_HEADS)
+        positive(self, "epochs", "batch_size", "lr", "length", "stride", "hidden")
+        non_negative(self, "weight_decay")
         if not 0.0 < self.val_fraction < 1.0:
-            _fail(self, "val_fraction", "in (0, 1)", self.val_fraction)
+            fail(self, "val_fraction", "in (0, 1)", self.val_fraction)
         try:
             torch.device(self.device)
         except RuntimeError:
-            _fail(self, "device", "a torch device string such as 'cpu' or 'cuda'", self.device)
+            fail(self, "device", "a torch device string such as 'cpu' or 'cuda'", self.device)
         if not isinstance(self.loss, CPSPLossConfig):
-            _fail(self, "loss", "a CPSPLossConfig", type(self.loss).__name__)
+            fail(self, "loss", "a CPSPLossConfig", type(self.loss).__name__)
 
     def cpsp_config(self, num_classes: int, dim: int) -> CPSPConfig:
         """The full CPSP configuration for C event classes and d-dimensional v and a."""
@@ -172,10 +172,6 @@ class CPSPHeadConfig:
         train = dataclasses.replace(_TRAIN, supervision=self.supervision, epochs=self.epochs, batch_size=self.batch_size,
                                     lr=self.lr, weight_decay=self.weight_decay, seed=self.seed, device=self.device)
         return CPSPConfig(model=model, loss=self.loss, train=train)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> CPSPHeadConfig:
-        return _from_dict(cls, data, cls.__name__)
 
 
 class CPSPHead:

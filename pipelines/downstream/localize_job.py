@@ -55,16 +55,17 @@ import pyarrow as pa
 
 from epg.metrics import per_class_accuracy
 from epg.probe import FEATURE_SETS, ProbeConfig
+from epg.configs import Config
 from pipelines.downstream import DownstreamError
 from pipelines.downstream.heads import HEADS, CPSPHeadConfig, LabelledSeconds
 from pipelines.downstream.labels import LabelTable, align_labels, read_labels
-from pipelines.downstream.outputs import CONFIG_FILE, OutputDir, config_from_record, config_record
+from pipelines.downstream.outputs import CONFIG_FILE, OutputDir
 from pipelines.downstream.plots import accuracy_png
 from pipelines.score.embeddings import Embeddings, read_embeddings
 
 
 @dataclass(frozen=True)
-class LocalizeJobConfig:
+class LocalizeJobConfig(Config):
     """One localization run; validated on creation (errors name the field)."""
 
     embeddings: str
@@ -107,10 +108,6 @@ class LocalizeJobConfig:
     def runs(self) -> list[tuple[str, str]]:
         """The (head, feature set) pairs this run trains and scores, in order."""
         return [(h, f) for h in self.heads for f in self.features if f in HEADS[h].features]
-
-    @classmethod
-    def from_dict(cls, data: dict) -> LocalizeJobConfig:
-        return config_from_record(cls, data)
 
 
 @dataclass(frozen=True)
@@ -221,7 +218,7 @@ def run_localize(config: LocalizeJobConfig) -> LocalizeResult:
     labels = read_labels(config.labels)
     _check_inputs(config, emb, labels)
     out = OutputDir(config.output)
-    out.write_json(CONFIG_FILE, config_record(config))
+    out.write_json(CONFIG_FILE, config.to_dict())
     result = localize(config, emb, labels)
     scores, classes, summary = result.scores, result.classes, result.summary
 

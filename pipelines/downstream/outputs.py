@@ -12,7 +12,7 @@ import io
 import json
 import math
 import uuid
-from typing import Any, TypeVar, get_type_hints
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -22,7 +22,6 @@ import pyarrow.parquet as pq
 from pipelines.media.storage import OutputStore
 
 CONFIG_FILE = "config.json"
-T = TypeVar("T")
 
 
 def json_ready(value: Any) -> Any:
@@ -88,33 +87,3 @@ class OutputDir:
             name = path.rsplit("/", 1)[-1]
             if name.startswith(prefix) and name not in keep:
                 self.store.delete_file(path)
-
-
-def config_record(config: Any) -> dict:
-    """The dict written as config.json (``config_from_record`` reads it back)."""
-    return json_ready(config)
-
-
-def config_from_record(cls: type[T], data: dict) -> T:
-    """Rebuild a job config dataclass from its config.json; unknown fields are an error naming them.
-
-    Lists become tuples where the field is a tuple, nested dataclasses are rebuilt
-    through their own ``from_dict``; the class validates the values.
-    """
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}")
-    hints = get_type_hints(cls)
-    values = {}
-    for key, value in data.items():
-        hint = hints[key]
-        origin = getattr(hint, "__origin__", None)
-        if hasattr(hint, "from_dict") and isinstance(value, dict):
-            value = hint.from_dict(value)
-        elif origin is tuple and isinstance(value, list):
-            value = tuple(value)
-        elif origin is dict and isinstance(value, dict):
-            value = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
-        values[key] = value
-    return cls(**values)

@@ -16,8 +16,6 @@ pyplot), so nothing global changes and any number of threads may plot.
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 import math
 from collections.abc import Mapping, Sequence
@@ -36,6 +34,7 @@ from PIL import Image
 from epg.anomaly import Event
 from epg.timecode import hhmmss, seconds_of_day
 from pipelines.downstream.previews import ClipPreview
+from pipelines.report.html import data_uri, document, esc, html_table
 
 TICK_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 FEATURE_COLOURS = {"audio": "#e67e22", "visual": "#2e86c1", "both": "#27ae60"}
@@ -178,7 +177,7 @@ def anomaly_timeline_png(
 
 
 @dataclass(frozen=True)
-class Card:
+class SheetCard:
     """One clip on a contact sheet: a heading ("query", "#1"), caption lines and its preview when known."""
 
     heading: str
@@ -216,7 +215,7 @@ def _blank(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9, color="#777777", transform=ax.transAxes)
 
 
-def contact_sheet_png(cards: Sequence[Card], title: str, subtitle: str = "") -> bytes:
+def contact_sheet_png(cards: Sequence[SheetCard], title: str, subtitle: str = "") -> bytes:
     """The query and its hits as a grid of cards: frame, spectrogram, caption."""
     n = len(cards)
     cols = min(n, CARDS_PER_ROW)
@@ -267,11 +266,7 @@ def _png_of_array(rgb: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _data_uri(mime: str, data: bytes) -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-
-
-_HTML_STYLE = """
+CONTACT_SHEET_STYLE = """
 body { font-family: system-ui, sans-serif; margin: 24px; color: #222; }
 h1 { font-size: 20px; margin-bottom: 4px; } p.sub { color: #555; margin-top: 0; }
 .grid { display: flex; flex-wrap: wrap; gap: 14px; }
@@ -284,44 +279,30 @@ h1 { font-size: 20px; margin-bottom: 4px; } p.sub { color: #555; margin-top: 0; 
 figcaption { font-size: 12px; margin-top: 6px; line-height: 1.35; } figcaption b { font-size: 14px; }
 table { border-collapse: collapse; margin-top: 24px; font-size: 13px; }
 th, td { border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: left; } th { background: #f4f4f4; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 """
 
 
-def contact_sheet_html(cards: Sequence[Card], title: str, subtitle: str = "", rows: Sequence[Mapping] = ()) -> str:
-    """A self-contained page: the cards with inlined images, then the results table."""
+def contact_sheet_html(cards: Sequence[SheetCard], title: str, subtitle: str = "", rows: Sequence[Mapping] = ()) -> str:
+    """A self-contained page (``pipelines.report.html``): the cards with inlined images, then the results table."""
     vmin, vmax = logmel_range([c.preview for c in cards])
-    parts = [f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{_HTML_STYLE}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1><p class='sub'>{html.escape(subtitle)}</p>", "<div class='grid'>"]
+    parts = [f"<h1>{esc(title)}</h1><p class='sub'>{esc(subtitle)}</p>", "<div class='grid'>"]
     for card in cards:
         parts.append(f"<figure class='card{' query' if card.is_query else ''}'>")
         if card.preview is not None and card.preview.frame:
-            parts.append(f"<img class='thumb' alt='frame' src='{_data_uri('image/jpeg', card.preview.frame)}'>")
+            parts.append(f"<img class='thumb' alt='frame' src='{data_uri('image/jpeg', card.preview.frame)}'>")
         else:
             note = card.missing if card.preview is None else "unreadable frame"
-            parts.append(f"<div class='none'>{html.escape(note).replace(chr(10), '<br>')}</div>")
+            parts.append(f"<div class='none'>{esc(note).replace(chr(10), '<br>')}</div>")
         if card.preview is not None:
             spec = _png_of_array(spectrogram_rgb(card.preview.logmel, vmin, vmax))
-            parts.append(f"<img class='spec' alt='log-mel spectrogram' src='{_data_uri('image/png', spec)}'>")
-        lines = "<br>".join(html.escape(line) for line in card.lines)
-        parts.append(f"<figcaption><b>{html.escape(card.heading)}</b><br>{lines}</figcaption></figure>")
+            parts.append(f"<img class='spec' alt='log-mel spectrogram' src='{data_uri('image/png', spec)}'>")
+        lines = "<br>".join(esc(line) for line in card.lines)
+        parts.append(f"<figcaption><b>{esc(card.heading)}</b><br>{lines}</figcaption></figure>")
     parts.append("</div>")
     if rows:
-        columns = list(rows[0].keys())
-        parts.append("<table><tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in columns) + "</tr>")
-        for row in rows:
-            parts.append("<tr>" + "".join(f"<td>{html.escape(_cell(row.get(c)))}</td>" for c in columns) + "</tr>")
-        parts.append("</table>")
-    parts.append("</body></html>\n")
-    return "\n".join(parts)
-
-
-def _cell(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
+        parts.append(html_table(rows, digits=4))
+    return document(title, CONTACT_SHEET_STYLE, "\n".join(parts)) + "\n"
 
 
 # -- probe accuracy ---------------------------------------------------------------------------

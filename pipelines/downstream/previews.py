@@ -1,7 +1,7 @@
 """What a person sees of a clip in a report: its first frame (JPEG) and its log-mel.
 
 Reads the clips dataset (DESIGN §3.1) of a few (stream, t). Like
-``pipelines.clips_index.read_stream`` it only reads streams whose manifest says
+``pipelines.ingest.clips_dataset.read_stream`` it only reads streams whose manifest says
 complete, but it reads only the files (and, by their statistics, row groups) that
 hold the wanted seconds: a whole day's ``frames`` column is gigabytes, and a
 contact sheet needs ten rows.

@@ -16,7 +16,7 @@ Decisions (where the design is silent):
 - ``query`` is ``STREAM:T`` with T in seconds (``cam1:3600``) or HH:MM:SS from the
   stream start (``cam1:01:00:00``); the HH:MM:SS reading is tried first.
 - A video query (``video`` + ``checkpoint``) is embedded with
-  ``pipelines.score.job.embed_video_file``; the query is the mean of its seconds' v and
+  ``pipelines.score.query.embed_video_file``; the query is the mean of its seconds' v and
   the mean of their a. It has no stream in the index, so nothing is excluded.
 - With labels, a hit's ``label`` is its classes joined by "+" (background when none);
   a hit is ``relevant`` when it shares a class with the query clip (background
@@ -36,11 +36,12 @@ import pyarrow as pa
 
 from epg.metrics import precision_at_k
 from epg.search import MODES, Hit, Mode, SearchIndex
+from epg.configs import Config
 from pipelines.downstream import DownstreamError
 from pipelines.downstream.clock import Clock, check_start_times
 from pipelines.downstream.labels import align_labels, read_labels
-from pipelines.downstream.outputs import CONFIG_FILE, OutputDir, config_from_record, config_record
-from pipelines.downstream.plots import Card, contact_sheet_html, contact_sheet_png
+from pipelines.downstream.outputs import CONFIG_FILE, OutputDir
+from pipelines.downstream.plots import SheetCard, contact_sheet_html, contact_sheet_png
 from pipelines.downstream.previews import clips_root_exists, load_previews
 from pipelines.score.embeddings import Embeddings, read_embeddings
 
@@ -60,7 +61,7 @@ def parse_query(text: str) -> tuple[str, int]:
 
 
 @dataclass(frozen=True)
-class SearchJobConfig:
+class SearchJobConfig(Config):
     """One search; validated on creation (errors name the field)."""
 
     embeddings: str
@@ -100,10 +101,6 @@ class SearchJobConfig:
             raise ValueError(f"SearchJobConfig.suppression must be >= 0 seconds, got {self.suppression}")
         check_start_times("SearchJobConfig.start_times", self.start_times)
 
-    @classmethod
-    def from_dict(cls, data: dict) -> SearchJobConfig:
-        return config_from_record(cls, data)
-
 
 @dataclass(frozen=True)
 class QueryInfo:
@@ -132,9 +129,9 @@ def build_index(emb: Embeddings) -> SearchIndex:
 def _video_query(config: SearchJobConfig) -> tuple[np.ndarray, np.ndarray, str]:
     """The query of a video file: the mean v and the mean a of its seconds (embedded with ``checkpoint``)."""
     try:
-        from pipelines.score.job import embed_video_file  # lazy: needs the encoders, only for video queries
+        from pipelines.score.query import embed_video_file  # lazy: needs the encoders, only for video queries
     except ImportError as exc:
-        raise DownstreamError(f"--video needs pipelines.score.job.embed_video_file, which cannot be imported: {exc}") from exc
+        raise DownstreamError(f"--video needs pipelines.score.query.embed_video_file, which cannot be imported: {exc}") from exc
     try:
         embedded = embed_video_file(config.video, config.checkpoint)
     except (OSError, RuntimeError, ValueError) as exc:  # missing/undecodable file (MediaError), bad checkpoint
@@ -168,7 +165,7 @@ def run_search(config: SearchJobConfig) -> SearchResult:
         query_v, query_a, query_model = _video_query(config)
 
     out = OutputDir(config.output)
-    out.write_json(CONFIG_FILE, config_record(config))
+    out.write_json(CONFIG_FILE, config.to_dict())
     started = time.perf_counter()
     hits = index.search(query_v, query_a, config.mode, config.k, exclude, config.exclusion, config.suppression)
     query_seconds = time.perf_counter() - started
@@ -220,7 +217,7 @@ def run_search(config: SearchJobConfig) -> SearchResult:
     title, subtitle = _titles(config, query, emb)
     missing = "not in the clips\ndataset" if config.clips is not None else "no frame\n(run with --clips)"
     cards = [_query_card(query, previews, missing)] + [
-        Card(heading=f"#{r['rank']}", lines=_hit_lines(r), preview=previews.get((r["stream_id"], r["t"])), missing=missing)
+        SheetCard(heading=f"#{r['rank']}", lines=_hit_lines(r), preview=previews.get((r["stream_id"], r["t"])), missing=missing)
         for r in rows
     ]
     out.write_bytes("contact_sheet.png", contact_sheet_png(cards, title, subtitle))
@@ -248,11 +245,11 @@ def _hit_lines(row: dict) -> tuple[str, ...]:
     return tuple(lines)
 
 
-def _query_card(query: QueryInfo, previews: dict, missing: str) -> Card:
+def _query_card(query: QueryInfo, previews: dict, missing: str) -> SheetCard:
     if query.kind == "clip":
         lines = [query.stream_id, query.time] + ([query.label] if query.label else [])
-        return Card("query", tuple(lines), previews.get((query.stream_id, query.t)), is_query=True, missing=missing)
-    return Card("query (video)", (str(query.video).rsplit("/", 1)[-1],), None, is_query=True, missing="query video")
+        return SheetCard("query", tuple(lines), previews.get((query.stream_id, query.t)), is_query=True, missing=missing)
+    return SheetCard("query (video)", (str(query.video).rsplit("/", 1)[-1],), None, is_query=True, missing="query video")
 
 
 def _titles(config: SearchJobConfig, query: QueryInfo, emb: Embeddings) -> tuple[str, str]:

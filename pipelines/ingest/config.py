@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 
+from epg.configs import Config
 from epg.features import LogMelConfig
 
 FRAME_BACKENDS = ("decord", "pyav")
@@ -20,7 +21,7 @@ _NOT_HASHED = frozenset({"window_seconds", "decode_threads", "fallback_backend",
 
 
 @dataclass(frozen=True)
-class IngestConfig:
+class IngestConfig(Config):
     """How videos become 1-s clip rows (DESIGN §3.1)."""
 
     crop_size: int = 160
@@ -29,7 +30,7 @@ class IngestConfig:
     jpeg_quality: int = 90
     window_seconds: int = 60  # unit of parallel decoding
     shard_rows: int = 1200  # rows per final Parquet file (~1-2k)
-    frame_backend: str = "pyav"  # measured faster and safer than decord: README "Frame backends"
+    frame_backend: str = "pyav"  # faster and safer than decord (bench/RESULTS.md, "Frame backends")
     fallback_backend: bool = True  # a window the backend cannot decode goes to the other one
     decode_threads: int = 1  # codec threads per task (tasks already run in parallel)
     num_cpus_per_task: float = 1.0
@@ -55,20 +56,6 @@ class IngestConfig:
             raise ValueError(f"IngestConfig.max_frame_age must be > 0, got {self.max_frame_age}")
         if not isinstance(self.logmel, LogMelConfig):
             raise ValueError(f"IngestConfig.logmel must be a LogMelConfig, got {type(self.logmel).__name__}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "IngestConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"IngestConfig: unknown field(s) {unknown}")
-        values = dict(data)
-        if isinstance(values.get("logmel"), dict):
-            values["logmel"] = LogMelConfig(**values["logmel"])
-        return cls(**values)
 
     def output_hash(self) -> str:
         """Short hash of the settings that determine the rows."""

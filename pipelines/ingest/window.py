@@ -6,6 +6,7 @@ rest of the job.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -13,14 +14,18 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 
 from pipelines.media.audio import WindowAudio, read_audio
 from pipelines.ingest.clip_table import clips_schema, frame_targets, window_table
 from pipelines.media.frames import select_frames
 from pipelines.ingest.config import FRAME_BACKENDS, IngestConfig
 from pipelines.media.info import VideoInfo
-from pipelines.media.sources import VideoSource
+from pipelines.media.sources import VideoSource, filesystem_from_uri
 from pipelines.media.storage import OutputStore
+
+# Header duration beyond the last decoded media by more than this => truncated.
+TRUNCATION_SLACK_SECONDS = 2.0
 
 
 @dataclass
@@ -133,3 +138,37 @@ def decode_window_row(row: dict, config: IngestConfig, store: OutputStore) -> di
     """Ray Data adapter: a task row in, a result row out."""
     task = WindowTask(**{k: row[k] for k in WindowTask.__dataclass_fields__ if k in row})
     return asdict(decode_window(task, config, store))
+
+
+def source_key(source: VideoSource) -> str:
+    """Changes when the file is replaced, so stale staged windows are not reused."""
+    if source.is_local:
+        fs, path = pafs.LocalFileSystem(), source.uri
+    else:
+        fs, path = filesystem_from_uri(source.uri)
+    info = fs.get_file_info(path)
+    blob = f"{source.uri}|{info.size}|{info.mtime_ns}".encode()
+    return hashlib.sha256(blob).hexdigest()[:10]
+
+
+def time_windows(info: VideoInfo, window_seconds: int) -> list[tuple[int, int]]:
+    total = info.whole_seconds
+    return [(s, min(window_seconds, total - s)) for s in range(0, total, window_seconds)]
+
+
+def window_warnings(results: list[WindowResult]) -> list[str]:
+    """Backend fallbacks and audio decode problems of a stream's windows, for its manifest."""
+    warnings = [f"window {r.start} s: {r.fallback}" for r in results if r.fallback]
+    return warnings + [f"window {r.start} s: {r.audio_warning}" for r in results if r.audio_warning]
+
+
+def truncation_error(source: str, info: VideoInfo, results: list[WindowResult]) -> str | None:
+    """The header promises more than both streams delivered (all windows decoded): a truncated recording."""
+    ends = [r.media_end for r in results if not math.isnan(r.media_end)]
+    media_end = max(ends) if ends else 0.0
+    if info.duration_source == "header" and media_end < info.duration - TRUNCATION_SLACK_SECONDS:
+        return (
+            f"{source}: truncated recording: audio and video end at {media_end:.1f} s but the header says "
+            f"{info.duration:.1f} s"
+        )
+    return None

@@ -1,10 +1,12 @@
-"""Probe a video: its streams, timeline origin and duration, without decoding
-more than one frame. Containers whose header gives no duration (live
-captures, some MPEG-TS/mkv) are measured by demuxing packet timestamps.
+"""Media inspection: a video's streams, timeline origin and duration, read without decoding
+more than one frame (``inspect_video``; ``inspect_row`` is the same for a Ray Data row).
+Containers whose header gives no duration (live captures, some MPEG-TS/mkv) are measured
+by demuxing packet timestamps.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, replace
 
@@ -99,7 +101,7 @@ def _scan_duration(uri: str, info: "VideoInfo") -> float:
     return end
 
 
-def probe(uri: str) -> VideoInfo:
+def inspect_video(uri: str) -> VideoInfo:
     """Open ``uri`` and describe it; raise MediaError with a clear reason."""
     try:
         with open_source(uri) as handle, av.open(handle, metadata_errors="ignore") as container:
@@ -165,3 +167,14 @@ def probe(uri: str) -> VideoInfo:
     if info.whole_seconds < 1:
         raise MediaError(uri, f"shorter than one second ({info.duration:.2f} s)")
     return info
+
+
+def inspect_row(row: dict) -> dict:
+    """``inspect_video`` for a Ray Data row {uri, ...}: adds ``info_json`` or ``error`` (naming the file)."""
+    try:
+        info = inspect_video(row["uri"])
+        return {**row, "info_json": json.dumps(info.to_dict()), "error": ""}
+    except MediaError as exc:
+        return {**row, "info_json": "", "error": str(exc)}
+    except Exception as exc:  # unexpected failures still name the file
+        return {**row, "info_json": "", "error": f"{row['uri']}: {type(exc).__name__}: {exc}"}

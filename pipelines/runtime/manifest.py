@@ -6,8 +6,8 @@ stream whose manifest says complete for the same config hash is skipped.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from pipelines.media.storage import OutputStore
 
@@ -15,22 +15,6 @@ STATUS_RUNNING = "running"
 STATUS_COMPLETE = "complete"
 STATUS_FAILED = "failed"
 MANIFEST_NAME = "manifest.json"
-
-
-class StreamJobSummary:
-    """What a per-stream job's summary (ingest, embed) derives from its
-    per-stream outcomes (each with a ``status``) and its input errors."""
-
-    streams: list[Any]
-    input_errors: list[str]
-
-    @property
-    def failed(self) -> list[Any]:
-        return [s for s in self.streams if s.status == STATUS_FAILED]
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.input_errors
 
 
 def stream_dir(store: OutputStore, stream_id: str) -> str:
@@ -64,6 +48,12 @@ class StreamManifest:
             and self.source == source
             and self.source_key == source_key
         )
+
+    def count_backends(self, backends: Iterable[str]) -> None:
+        """Add windows decoded by each frame backend ("" = no frames decoded) to ``windows_by_backend``."""
+        for backend in backends:
+            if backend:
+                self.windows_by_backend[backend] = self.windows_by_backend.get(backend, 0) + 1
 
     def save(self, store: OutputStore) -> None:
         self.updated_at = time.time()

@@ -3,7 +3,7 @@
 Layout, like the clips (one directory per stream, a manifest that says when it is complete):
 
     <root>/stream_id=<id>/part-00000.parquet ...   rows ordered by t
-    <root>/stream_id=<id>/manifest.json            pipelines.manifest.StreamManifest
+    <root>/stream_id=<id>/manifest.json            pipelines.runtime.manifest.StreamManifest
 
 Columns: stream_id, t, v_emb (mean of the two crops' visual embeddings), a_emb,
 av_dist = D(v, a) with the run's λ, model (checkpoint id). The schema metadata

@@ -2,7 +2,7 @@
 -> the decoded tensors the model actors take, plus the bookkeeping the driver needs.
 
 Both input kinds go through ``scoring_rows``, which JPEG-decodes with the training decode
-(``pipelines.train_data.decode_clips``), so a video scored directly gives the embeddings of
+(``pipelines.train.data.decode_clips``), so a video scored directly gives the embeddings of
 the same video ingested and then scored.
 
 Row layout (one dict of numpy arrays per batch):

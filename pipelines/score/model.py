@@ -33,13 +33,10 @@ import torch
 from epg.config import ModelConfig
 from epg.distance import distance
 from epg.encoders import AVEncoders, build_encoders
-from pipelines.train.driver import CONFIG_FILE, MODEL_FILE, load_model
+from pipelines.score.config import EmbedError
+from pipelines.train.checkpoint import CONFIG_FILE, MODEL_FILE, load_model
 
 _CHECKPOINT_DIR = re.compile(r"^checkpoint_step(\d+)")
-
-
-class EmbedError(ValueError):
-    """Bad input to scoring (checkpoint, clips, videos, output); the message names it and says why."""
 
 
 def is_checkpoint_dir(path: Path) -> bool:

@@ -1,10 +1,12 @@
 """Seeded synthetic surveillance streams (DESIGN §6) with per-second labels (§3.3).
 
-    python -m pipelines.synthetic --out DIR --minutes M --seed S --size 320x180 \
+    python -m pipelines.synthetic --output DIR --minutes M --seed S --size 320x180 \
         --fps 10 --views train,similar,challenging [--scene N] [--no-anomalies] [--rate-scale X]
 
 writes ``DIR/<view>.mp4`` (H.264 + AAC 44.1 kHz mono), ``DIR/labels.parquet``,
 ``DIR/events.json`` and ``DIR/config.json``.  See ``README.md`` in this folder.
+
+May import: pipelines.runtime, epg
 """
 
 from .classes import ANOMALY_CLASSES, CLASSES, class_names

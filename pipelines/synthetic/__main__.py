@@ -1,4 +1,4 @@
-"""CLI: python -m pipelines.synthetic --out DIR --minutes M [options]."""
+"""CLI: python -m pipelines.synthetic --output DIR --minutes M [options]."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+
+from pipelines.runtime.cli import add_deprecated_alias
 
 from .config import VIEW_NAMES, SyntheticConfig, parse_size, parse_views
 from .generator import generate
@@ -30,16 +32,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m pipelines.synthetic",
         description="Write seeded synthetic street-camera streams (H.264/AAC mp4 per view) with per-second labels.",
     )
-    p.add_argument("--out", required=True, type=Path, help="output directory")
+    d = SyntheticConfig.default_of
+    p.add_argument("--output", "-o", dest="out", required=True, type=Path, help="output directory")
     p.add_argument("--minutes", required=True, type=float, help="stream length in minutes")
-    p.add_argument("--seed", type=int, default=0, help="draws the event timeline (default 0)")
-    p.add_argument("--size", type=_size, default=(320, 180), help="frame size WxH, both even (default 320x180)")
-    p.add_argument("--fps", type=float, default=10.0, help="frames per second (default 10)")
-    p.add_argument("--views", type=_views, default=VIEW_NAMES, help=f"comma-separated views out of {','.join(VIEW_NAMES)} (default all)")
-    p.add_argument("--scene", type=int, default=0, help="street layout and cameras (default 0)")
+    p.add_argument("--seed", type=int, default=d("seed"), help="draws the event timeline (default %(default)s)")
+    p.add_argument("--size", type=_size, default=d("size"), help="frame size WxH, both even (default 320x180)")
+    p.add_argument("--fps", type=float, default=d("fps"), help="frames per second (default %(default)s)")
+    p.add_argument("--views", type=_views, default=d("views"), help=f"comma-separated views out of {','.join(VIEW_NAMES)} (default all)")
+    p.add_argument("--scene", type=int, default=d("scene"), help="street layout and cameras (default %(default)s)")
     p.add_argument("--no-anomalies", dest="anomalies", action="store_false", help="leave out the anomaly classes")
-    p.add_argument("--rate-scale", type=float, default=1.0, help="multiply every class's event rate (default 1)")
+    p.add_argument("--rate-scale", type=float, default=d("rate_scale"), help="multiply every class's event rate (default %(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    add_deprecated_alias(p, "--out", "--output")
     return p
 
 

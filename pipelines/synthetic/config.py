@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from epg.configs import Config
 
 VIEW_NAMES: tuple[str, ...] = ("train", "similar", "challenging")
 
@@ -58,7 +60,7 @@ def _check_views(views) -> None:
 
 
 @dataclass(frozen=True)
-class SyntheticConfig:
+class SyntheticConfig(Config):
     """Everything that determines a generated set of streams.
 
     ``seed`` draws the event timeline (and the time of day the stream starts
@@ -135,12 +137,6 @@ class SyntheticConfig:
     def n_frames(self) -> int:
         return max(1, int(round(self.minutes * 60.0 * self.fps)))
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["out"] = str(self.out)
-        d["size"] = list(self.size)
-        d["views"] = list(self.views)
-        return d
 
 
 @dataclass

@@ -133,7 +133,7 @@ def check_runtime_env(env: dict) -> None:
     from ray.runtime_env import RuntimeEnv
     from ray.runtime_env.runtime_env import _merge_runtime_env
 
-    from pipelines.ingest.job import WORKER_ENV
+    from pipelines.runtime.cluster import WORKER_ENV
 
     assert "working_dir" in env
     env = copy.deepcopy(env)

@@ -18,6 +18,8 @@ import pytest
 
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.multinode
+
 RAY = str(Path(sys.executable).with_name("ray"))
 
 

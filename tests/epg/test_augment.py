@@ -4,7 +4,6 @@ from epg.augment import (AdditiveNoise, Brightness, ColorGain, Compose, Contrast
                          audio_augment, visual_augment)
 from epg.config import AugmentConfig
 
-torch.set_num_threads(1)
 
 
 def gen(seed: int) -> torch.Generator:

@@ -196,19 +196,12 @@ def test_reading_needs_the_feature_files(tmp_path):
 
 
 def test_small_ave_trains_end_to_end_with_spatial_attention(tmp_path):
-    import torch
-
     from epg.cpsp import CPSPConfig, CPSPModelConfig, CPSPTrainConfig, train_cpsp
 
     root = make_small_ave(tmp_path / "ave")
     splits = [read_ave_split(root, s) for s in ("train", "val", "test")]
     config = CPSPConfig(model=CPSPModelConfig(num_classes=3, proj_dim=8, lstm_hidden=4, attention_dim=8),
                         train=CPSPTrainConfig(epochs=2, batch_size=2))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        result = train_cpsp(config, *splits)
-    finally:
-        torch.set_num_threads(before)
+    result = train_cpsp(config, *splits)
     assert len(result.val_accuracy) == 2 and result.model.attention is not None
     assert 0.0 <= result.test_accuracy <= 1.0 and np.isfinite(result.train_loss[-1]["loss"])

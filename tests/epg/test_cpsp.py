@@ -28,15 +28,6 @@ from epg.cpsp.train import first_labelled_class, video_class, video_labels_from_
 C, T, D = 3, 10, 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread is fastest, and spin-waiting threads crawl on a shared 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def small_model_config(**overrides) -> CPSPModelConfig:
     base = dict(num_classes=C, visual_dim=D, audio_dim=D, proj_dim=16, lstm_hidden=8, attention_dim=8, dropout=0.0)
     return CPSPModelConfig(**{**base, **overrides})

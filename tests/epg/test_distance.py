@@ -6,7 +6,6 @@ from hypothesis import strategies as st
 
 from epg.distance import distance, pairwise_distance
 
-torch.set_num_threads(1)
 
 
 def test_hand_computed():

@@ -7,7 +7,8 @@ from epg.config import AudioConfig, ModelConfig, VisualConfig
 from epg.encoders import (AVEncoders, AudioResNet, CheckpointMismatchError, X3DEncoder, build_encoders,
                           load_audio_checkpoint, load_x3d_checkpoint, parameter_counts)
 
-torch.set_num_threads(2)
+# The X3D-M forward/backward at 160x160 is the heaviest CPU test: both cores.
+pytestmark = pytest.mark.torch_threads(2)
 
 
 def test_pytorchvideo_imports_without_torchvision():

@@ -10,7 +10,6 @@ from epg.losses import multi_positive_margin_loss
 from epg.pairs import PairLabels, pair_labels, tpg_labels
 from epg.samples import CandidateSet, Samples
 
-torch.set_num_threads(1)
 
 
 def two_clips(requires_grad: bool = False) -> Samples:

@@ -9,7 +9,6 @@ from epg.config import PairConfig
 from epg.pairs import pair_labels, tpg_labels
 from epg.samples import CandidateSet, Samples
 
-torch.set_num_threads(1)
 
 
 def samples(v, a, stream, t, label=None) -> Samples:

@@ -9,7 +9,6 @@ import torch
 from epg.probe import ProbeConfig, select_features, train_probe
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def blobs(n_per_class: int, centres: np.ndarray, spread: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,6 @@ from epg.pairs import PairLabels, tpg_labels
 from epg.samples import CandidateSet, Samples
 from epg.step import NonFiniteLossError, step_metrics, train_step
 
-torch.set_num_threads(1)
 
 CONFIG = EPGConfig(
     model=ModelConfig.tiny(),

@@ -19,8 +19,10 @@ from PIL import Image
 
 from pipelines.ingest.clips_dataset import read_stream
 from pipelines.score.embeddings import read_embeddings
-from pipelines.demo.job import Layout, MainJobConfig, MainResult, choose_query, run_main
-from pipelines.report.page import ReportInputs, localize_scores, write_report
+from pipelines.demo.config import DemoLayout, MainJobConfig
+from pipelines.demo.job import MainResult, run_main
+from pipelines.demo.stages import choose_query
+from pipelines.report.page import ReportInputs, write_report
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "jobs"))
@@ -36,7 +38,7 @@ WALL_CLOCK = re.compile(r"^\d\d:[0-5]\d:[0-5]\d(\+1d)?$")
 @pytest.fixture(scope="module")
 def config(tmp_path_factory) -> MainJobConfig:
     # seed 2 at 4x the event rate: glass breaking twice and a bus within the first minute
-    return MainJobConfig(out=str(tmp_path_factory.mktemp("main") / "out"), minutes=1.0, seed=2, views=VIEWS,
+    return MainJobConfig(output=str(tmp_path_factory.mktemp("main") / "out"), minutes=1.0, seed=2, views=VIEWS,
                          preset="tiny", epochs=2, start_time=START, show_progress=False)
 
 
@@ -60,7 +62,7 @@ def wall_clock(seconds: int) -> str:
 
 
 def test_every_stage_writes_its_outputs(first_run, config):
-    layout = Layout(Path(config.out))
+    layout = DemoLayout(Path(config.output))
     assert [s.name for s in first_run.stages] == ["generate", "ingest", "pretrain", "embed", "anomaly", "search",
                                                   "localize", "report"]
     assert all(s.status == "ran" and s.seconds > 0 for s in first_run.stages)
@@ -111,7 +113,7 @@ def test_every_stage_writes_its_outputs(first_run, config):
     assert (layout.search / "contact_sheet.png").stat().st_size > 10_000
 
     # localize: trained on train, scored on the two held-out views, with the baseline
-    accuracy = localize_scores(read_json(layout.localize / "accuracy.json"))
+    accuracy = read_json(layout.localize / "accuracy.json")
     for by_features in accuracy.values():
         for score in by_features.values():
             assert set(score["per_view"]) == {"similar", "challenging"}
@@ -151,6 +153,7 @@ def test_rerun_reuses_the_finished_stages(first_run, second_run):
     assert "reused" in second_run.report.read_text()
 
 
+@pytest.mark.browser
 def test_report_renders_in_a_headless_browser(second_run, tmp_path):
     if not CHROMIUM.is_file():
         pytest.fail(f"{CHROMIUM} is missing: run the project set-up (`make system-deps`, which apt-get installs "
@@ -181,12 +184,6 @@ def test_report_says_what_is_missing(tmp_path):
     assert page.count('class="missing"') == 4 and f"No anomaly output in <code>{tmp_path / 'absent'}</code>" in page
 
 
-def test_localize_scores_reads_both_layouts():
-    score = {"train_accuracy": 0.9, "per_view": {"similar": {"accuracy": 0.5}}}
-    assert localize_scores({"audio": score}) == {"linear": {"audio": score}}
-    assert localize_scores({"cpsp": {"both": score}}) == {"cpsp": {"both": score}}
-
-
 def test_query_is_the_middle_of_the_first_preferred_event_seen_and_heard(tmp_path):
     rows = [("similar", t, "car", True, True) for t in range(5)]
     rows += [("similar", t, "emergency_vehicle", True, t >= 14) for t in range(10, 21)]  # siren heard before it is seen
@@ -203,6 +200,6 @@ def test_query_is_the_middle_of_the_first_preferred_event_seen_and_heard(tmp_pat
 @pytest.mark.parametrize("argv", [["--views", "train"], ["--views", "similar,challenging"], ["--minutes", "0"],
                                   ["--epochs", "0"], ["--batch-size", "3"], ["--start-time", "yesterday"]])
 def test_bad_arguments_exit_2_before_anything_runs(argv, tmp_path, capsys):
-    assert demo_cli.main(["--out", str(tmp_path / "out"), *argv]) == 2
+    assert demo_cli.main(["--output", str(tmp_path / "out"), *argv]) == 2
     assert "demo: error: " in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -4,6 +4,7 @@ directories, plus the pieces they share: labels alignment, HH:MM:SS clocks, prev
 from __future__ import annotations
 
 import base64
+import warnings
 import json
 import os
 import subprocess
@@ -36,7 +37,6 @@ import search as search_cli  # noqa: E402
 GLASS = SCENE_CLASSES["glass_break"][2]
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -128,12 +128,17 @@ def test_anomaly_bad_input_exits_2_naming_it(scene, tmp_path, capsys):
         (["--reference", "train", "--streams", "other"], "other"),
         (["--reference", "train", "--labels", str(tmp_path / "missing.parquet")], "missing.parquet"),
         (["--reference", "train", "--start-time", "yesterday"], "yesterday"),
-        (["--reference", "train", "--k", "-1"], "AnomalyJobConfig.k"),
+        (["--reference", "train", "--sigma", "-1"], "AnomalyJobConfig.sigma"),
+        (["--reference", "train", "--k", "-1"], "--k is deprecated; use --sigma"),  # the old spelling still reaches sigma
         (["--reference", "train", "--labels", str(built.labels), "--anomaly-classes", "meteor"], "meteor"),
     ]
     for extra, named in cases:
-        assert anomaly_cli.main(base + extra) == 2, extra
-        assert named in capsys.readouterr().err, extra
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            assert anomaly_cli.main(base + extra) == 2, extra
+        err = capsys.readouterr().err
+        assert named in err, extra
+        assert extra[-2] != "--k" or "AnomalyJobConfig.sigma must be" in err
     assert anomaly_cli.main(["--embeddings", str(tmp_path / "none"), "--reference", "x", "--output", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
 

@@ -26,7 +26,6 @@ SECONDS = 357  # not a multiple of the 10-s window: the last seconds need an end
 GAP = range(100, 105)  # seconds missing from the "gappy" view
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ from PIL import Image
 from epg.features import LogMelConfig, mel_bin_of_frequency
 from pipelines.ingest.clip_table import clips_schema
 from pipelines.ingest.clips_dataset import complete_stream_files, read_stream
-from pipelines.ingest.job import STAGING, run_ingest
+from pipelines.ingest.job import run_ingest
+from pipelines.runtime.stream_job import STAGING
 from pipelines.ingest.config import IngestConfig
 from pipelines.runtime.manifest import StreamManifest
 from pipelines.media.sources import InputError
@@ -389,7 +390,7 @@ def test_single_map_datasets_skip_the_reservation_and_leave_the_process_context_
     driver keep the process-wide setting."""
     import ray
 
-    from pipelines.ingest.job import run_map, single_map_dataset
+    from pipelines.runtime.datasets import run_map, single_map_dataset
 
     context = ray.data.DataContext.get_current()
     assert context.op_resource_reservation_enabled
@@ -523,14 +524,14 @@ def test_remote_files_are_read_through_file_handles(tmp_path, monkeypatch):
 
     from pipelines.media.audio import read_audio
     from pipelines.media.frames import BackendUnsupported, select_frames, select_frames_pyav
-    from pipelines.media.info import probe
+    from pipelines.media.info import inspect_video
 
     video = write_pattern(tmp_path / "obj.mp4", Pattern(seconds=6, flash_at=(2.1,), click_at=(4,)))
     import pipelines.media.sources
 
     bucket = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())
     opened = []
-    real_from_uri = pipelines.sources.filesystem_from_uri
+    real_from_uri = pipelines.media.sources.filesystem_from_uri
 
     def fake_from_uri(uri):
         if uri.startswith("fake://"):
@@ -540,7 +541,7 @@ def test_remote_files_are_read_through_file_handles(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pipelines.media.sources, "filesystem_from_uri", fake_from_uri)
     uri = "fake://obj.mp4"
-    info = probe(uri)
+    info = inspect_video(uri)
     assert info.whole_seconds == 6 and info.has_audio
     targets = np.array([2.0, 2.2, 2.4, 2.6, 4.0])
     remote = select_frames_pyav(uri, info, targets, CROP)
@@ -559,12 +560,12 @@ def test_frame_pass_keeps_its_container_open_without_changing_frames(tmp_path, m
     """Windows decoded one after another on one kept-open container (a worker's
     consecutive windows) select exactly the frames a fresh container gives,
     B-frames included; a file replaced at the same path is opened anew."""
-    from pipelines import containers
+    from pipelines.media import containers
     from pipelines.media.frames import select_frames_pyav
-    from pipelines.media.info import probe
+    from pipelines.media.info import inspect_video
 
     video = write_pattern(tmp_path / f"keep{suffix}", Pattern(seconds=9, fps=15, b_frames=2, flash_at=(2.1, 6.3)))
-    info = probe(str(video))
+    info = inspect_video(str(video))
     windows = [frame_targets_of(start) for start in range(2, 8, 2)]  # each seeks (window 0 reads from the start)
     opens = []
     real_open = containers.av.open

@@ -23,22 +23,25 @@ from epg.distance import distance
 from epg.optim import build_optimizer
 from jobs.embed import main as embed_main
 from pipelines.ingest.clips_dataset import read_stream
-from pipelines.score.job import EmbedError, EmbedSettings, embed_video_file, run_embed
+from pipelines.score.config import EmbedConfig, EmbedError
+from pipelines.score.job import run_embed
+from pipelines.score.query import embed_video_file
 from pipelines.score.embeddings import embeddings_schema, read_embeddings
 from pipelines.ingest.job import run_ingest
 from pipelines.ingest.config import IngestConfig
 from pipelines.runtime.manifest import StreamManifest
-from pipelines.train.driver import PretrainConfig, Position, build_model, build_scheduler, load_model, save_checkpoint
+from pipelines.train.checkpoint import Position, build_model, load_model, save_checkpoint
+from pipelines.train.config import PretrainConfig
+from pipelines.train.loop import build_scheduler
 from pipelines.media.storage import OutputStore
 from tests.conftest import REPO
 from tests.media import Pattern, write_pattern
 
-torch.set_num_threads(1)
 
 CROP = 32  # ModelConfig.tiny's crop size
 F = 5
 LAM = 0.3  # not the default, so a wrong λ shows
-SETTINGS = EmbedSettings(batch_size=16, rows_per_file=8, clips_per_task=8, window_seconds=10)
+SETTINGS = EmbedConfig(batch_size=16, rows_per_file=8, clips_per_task=8, window_seconds=10)
 
 
 def write_checkpoint(run_dir: Path, step: int, seed: int, crop: int = CROP) -> Path:
@@ -269,7 +272,7 @@ def test_bad_input_is_refused_before_anything_is_written(clips_root, run_dir, ra
         embed_main(["--clips", str(clips_root), "--videos", "x.mp4", "--checkpoint", str(run_dir), "--output", str(out)])
     assert exited.value.code == 2
     with pytest.raises(EmbedError, match="batch-size must be >= 1"):
-        EmbedSettings(batch_size=0)
+        EmbedConfig(batch_size=0)
     assert not out.exists()
 
 

@@ -183,7 +183,7 @@ def test_config_validation_names_the_field(tmp_path):
     ],
 )
 def test_cli_errors_are_argparse_errors(tmp_path, capsys, argv, needle):
-    base = ["--out", str(tmp_path / "x"), "--minutes", "1"]
+    base = ["--output", str(tmp_path / "x"), "--minutes", "1"]
     with pytest.raises(SystemExit) as e:
         cli_main(base + argv)
     assert e.value.code == 2

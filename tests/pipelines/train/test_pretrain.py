@@ -20,21 +20,14 @@ from epg.optim import apply_schedule, build_optimizer
 from epg.samples import Samples
 from epg.step import train_step
 from pipelines.ingest.clips_dataset import read_stream
-from pipelines.train.driver import (
-    MODEL_FILE,
-    PretrainConfig,
-    PretrainError,
-    build_model,
-    build_scheduler,
-    freeze_batchnorm,
-    load_model,
-    run_pretrain,
-)
+from pipelines.train.checkpoint import MODEL_FILE, build_model, load_model
+from pipelines.train.config import PretrainConfig, PretrainError
+from pipelines.train.driver import run_pretrain
+from pipelines.train.loop import build_scheduler, freeze_batchnorm
 from pipelines.train.data import decode_clips, to_torch_batch
 from tests.conftest import REPO
 from tests.pipelines.train.test_data import synthetic_clips
 
-torch.set_num_threads(1)
 
 # 60 clips -> 120 visual samples; 2 workers x 16 -> 3 steps per epoch.
 EPG = EPGConfig(

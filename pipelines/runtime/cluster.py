@@ -1,0 +1,63 @@
+"""Ray for every job: join a cluster or start a local one, with one behaviour, and check it can host a job.
+
+    ensure_ray(address)        RAY_ADDRESS / ``ray job submit`` / --address, else a new local Ray
+    start_local_ray(num_cpus)  a new local Ray of a given size (tests, benchmarks)
+    check_capacity(...)        a clear error when the cluster cannot host the requested actors/workers
+
+Whichever way Ray starts, workers get ``WORKER_ENV`` (one thread per numeric library:
+the tasks are the parallelism; librosa/numba and torch thread pools otherwise fight over
+the cores) and the process's Ray Data context gets the defaults every stage relies on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Worker environment: one thread per library, the tasks are the parallelism.
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def ensure_ray(address: str | None = None) -> None:
+    """Connect to a running cluster (``ray job submit`` sets RAY_ADDRESS) or start a local one."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, runtime_env={"env_vars": WORKER_ENV}, log_to_driver=True)
+    configure_data_context()
+
+
+def start_local_ray(num_cpus: int, log_to_driver: bool = False, **options: Any) -> None:
+    """A new local Ray with ``num_cpus`` CPUs and no dashboard, never a cluster some ``ray start`` left running."""
+    import ray
+
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": WORKER_ENV},
+             log_to_driver=log_to_driver, **options)
+    configure_data_context()
+
+
+def configure_data_context() -> None:
+    """Ray Data defaults of every stage: unordered by default (a stage that needs order asks for it on
+    its dataset), the driver's own progress bar, and a worker that dies (e.g. a decoder crash on a
+    corrupt file) loses its block, not the job: the stage reports what is missing."""
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = False
+    ctx.enable_progress_bars = False
+    ctx.max_errored_blocks = -1
+
+
+def check_capacity(what: str, count: int, cpus_each: float, gpus_each: float, error: type[Exception],
+                   spare_cpus: float = 1.0, spare_for: str = "the Ray Data tasks", hint: str = "") -> None:
+    """``error`` when the running cluster cannot host ``count`` x (``cpus_each`` CPU, ``gpus_each`` GPU)
+    and still leave ``spare_cpus`` CPUs for ``spare_for``."""
+    import ray
+
+    resources = ray.cluster_resources()
+    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    need_cpu, need_gpu = count * cpus_each, count * gpus_each
+    if need_gpu > gpus:
+        raise error(f"{count} {what} x {gpus_each:g} GPU need {need_gpu:g} GPUs; the cluster has {gpus:g}")
+    if need_cpu + spare_cpus > cpus:
+        raise error(f"{count} {what} x {cpus_each:g} CPU need {need_cpu:g} CPUs plus one for {spare_for}; "
+                    f"the cluster has {cpus:g}{f' ({hint})' if hint else ''}")

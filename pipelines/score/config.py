@@ -1,0 +1,46 @@
+"""Scoring settings (``EmbedConfig``), the errors scoring raises, and what every row records of how it was made."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from epg.configs import Config
+from pipelines.ingest.config import FRAME_BACKENDS
+
+CONFIG_FILE = "_embed_config.json"
+# How rows are made; part of every stream's config hash (a change re-scores).
+SCORING = {"version": 1, "v_emb": "mean of the two crops' f_v", "a_emb": "f_a", "av_dist": "D(v, a) with the run's lambda",
+           "rows": "clips with audio and video", "precision": "fp32", "mode": "eval"}
+
+
+class EmbedError(ValueError):
+    """Bad input to scoring (checkpoint, clips, videos, output); the message names it and says why."""
+
+
+@dataclass(frozen=True)
+class EmbedConfig(Config):
+    """How scoring runs; only the video decode fields change the rows (they are in the hash via IngestConfig)."""
+
+    batch_size: int = 64  # clips per model call in an actor
+    actors: int = 1  # model actors in the pool
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0  # 1 on a GPU cluster: one GPU per actor
+    clips_per_task: int = 32  # clip rows per JPEG-decode task (clips input)
+    rows_per_file: int = 1200  # rows per embeddings Parquet part
+    compression: str = "zstd"
+    window_seconds: int = 60  # videos: seconds decoded per task
+    frame_backend: str = "pyav"  # videos: as in ingest
+    jpeg_quality: int = 90  # videos: the crops go through the same JPEG round trip as ingested clips
+
+    config_error = EmbedError
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "actors", "clips_per_task", "rows_per_file", "window_seconds"):
+            if getattr(self, name) < 1:
+                raise EmbedError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)!r}")
+        if self.cpus_per_actor <= 0 or self.gpus_per_actor < 0:
+            raise EmbedError(f"cpus-per-actor must be > 0 and gpus-per-actor >= 0, got {self.cpus_per_actor}, "
+                             f"{self.gpus_per_actor}")
+        if self.frame_backend not in FRAME_BACKENDS:
+            raise EmbedError(f"frame-backend must be one of {FRAME_BACKENDS}, got {self.frame_backend!r}")
+

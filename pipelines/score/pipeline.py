@@ -1,0 +1,149 @@
+"""The Ray Data graph of scoring: inputs -> decode tasks -> model actors -> the driver's publisher.
+
+    clips:  read_parquet(the streams' files, in stream and time order)
+    videos: inspect each file (one task per file), then one task per time window running
+            ingest's decode in memory (``window_clips``: frames, crops, JPEG, log-mel)
+      -> map_batches(JPEG decode; clips without audio or video dropped and counted)   CPU tasks
+      -> map_batches(ClipEmbedder, ActorPoolStrategy(actors))   one model per actor, GPU or CPU
+      -> driver: ``score`` hands each stream's rows, in t order, to its ``StreamRun``.
+
+With CPU actors Ray Data fuses the decode into the actors (their resources match); with GPU
+actors the decode stays in CPU tasks and the actors only run the model. A crash that loses
+blocks is caught by counting: a stream whose clips did not all come back fails.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from pipelines.ingest.config import IngestConfig
+from pipelines.ingest.window import time_windows
+from pipelines.media.frames import stream_backend
+from pipelines.media.info import VideoInfo, inspect_row
+from pipelines.media.storage import OutputStore
+from pipelines.runtime.datasets import run_map
+from pipelines.score.config import EmbedConfig
+from pipelines.score.inputs import ClipShape, clip_batch_rows, window_batch_rows
+from pipelines.score.model import ClipEmbedder, ScoringModel
+from pipelines.score.plans import StreamPlan
+from pipelines.score.publish import Publisher, StreamRun
+from pipelines.train.data import CLIP_COLUMNS
+
+
+def inspect_videos(plans: list[StreamPlan], publisher: Publisher, ingest: IngestConfig, show_progress: bool) -> list[StreamPlan]:
+    """Probe the videos in Ray tasks; a file that cannot be read fails its stream. Returns the readable ones."""
+    rows = run_map([{"uri": p.source, "stream_id": p.stream_id} for p in plans], inspect_row, 1, "inspect", "file",
+                   show_progress)
+    by_id = {p.stream_id: p for p in plans}
+    ready = []
+    for row in sorted(rows, key=lambda r: r["stream_id"]):
+        plan = by_id[row["stream_id"]]
+        if row["error"]:
+            publisher.fail(plan, [row["error"]])
+            continue
+        info = VideoInfo.from_dict(json.loads(row["info_json"]))
+        backend, why = stream_backend(ingest.frame_backend, info, plan.video.local_path if plan.video else None)
+        plan.info = {"input": "videos", **info.to_dict(), "frame_backend": backend, "backend_note": why or ""}
+        plan.expected = info.whole_seconds
+        ready.append(plan)
+    lost = sorted(set(by_id) - {r["stream_id"] for r in rows})
+    for stream_id in lost:
+        publisher.fail(by_id[stream_id], [f"{by_id[stream_id].source}: its inspect task died (crashed decoder?)"])
+    return ready
+
+
+
+def window_items(plans: list[StreamPlan], ingest: IngestConfig) -> list[dict[str, Any]]:
+    items = []
+    for plan in plans:
+        info = {k: v for k, v in plan.info.items() if k in VideoInfo.__dataclass_fields__}
+        info_json = json.dumps(info)
+        for start, seconds in time_windows(VideoInfo.from_dict(info), ingest.window_seconds):
+            items.append({"stream_id": plan.stream_id, "uri": plan.source, "start": start, "seconds": seconds,
+                          "part_path": "", "info_json": info_json, "backend": plan.info["frame_backend"]})
+    return items
+
+
+
+def clips_dataset(files: list[str], clips: str, shape: ClipShape, settings: EmbedConfig):
+    """Clip rows of the given files, in file order, decoded for the model (None: no file)."""
+    import ray.data
+
+    if not files:
+        return None
+    dataset = ray.data.read_parquet(files, columns=CLIP_COLUMNS, filesystem=OutputStore(clips).fs)
+    return dataset.map_batches(clip_batch_rows, fn_kwargs={"shape": shape}, batch_size=settings.clips_per_task,
+                               batch_format="numpy", num_cpus=1)
+
+
+def videos_dataset(items: list[dict[str, Any]], ingest: IngestConfig, shape: ClipShape):
+    """One task per video window: ingest's decode in memory, then decoded for the model (None: no window)."""
+    import ray.data
+
+    if not items:
+        return None
+    dataset = ray.data.from_items(items, override_num_blocks=len(items))
+    return dataset.map_batches(window_batch_rows, fn_kwargs={"config": ingest, "shape": shape}, batch_size=1,
+                               batch_format="numpy", num_cpus=ingest.num_cpus_per_task)
+
+
+
+def score(dataset: Any, plans: list[StreamPlan], scoring: ScoringModel, settings: EmbedConfig, store: OutputStore,
+           publisher: Publisher, show_progress: bool) -> None:
+    """Run the actor pool over the prepared rows and stream the results into per-stream parts."""
+    import ray
+
+    runs = {p.stream_id: StreamRun(p, store, scoring, settings) for p in plans}
+    infos = {p.stream_id: VideoInfo.from_dict({k: v for k, v in p.info.items() if k in VideoInfo.__dataclass_fields__})
+             for p in plans if p.info.get("input") == "videos"}
+
+    def finish(run: StreamRun) -> None:
+        run.finished = True
+        try:
+            publisher.complete(run, infos.get(run.plan.stream_id))
+        except Exception as exc:  # e.g. the output storage failed: this stream fails, the others go on
+            publisher.fail(run.plan, [f"{run.plan.source}: writing the embeddings: {type(exc).__name__}: {exc}"])
+
+    if dataset is None:  # nothing to read (streams without clips): they complete empty
+        for run in runs.values():
+            finish(run)
+        return
+    state = ray.put({k: v.detach().cpu() for k, v in scoring.model.state_dict().items()})
+    dataset = dataset.map_batches(
+        ClipEmbedder,
+        fn_constructor_kwargs={**scoring.actor_args(state), "num_gpus": settings.gpus_per_actor,
+                               "num_cpus": settings.cpus_per_actor, "batch_size": settings.batch_size},
+        batch_size=settings.batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=settings.actors),
+        num_cpus=settings.cpus_per_actor,
+        num_gpus=settings.gpus_per_actor,
+    )
+    dataset.context.execution_options.preserve_order = True  # each stream's rows arrive together, in t order
+    total = sum(p.expected for p in plans)
+    with tqdm(total=total, desc="embed", unit="clip", disable=not show_progress, mininterval=1.0) as bar:
+        try:
+            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                stream_ids = np.asarray(batch["stream_id"]).astype(str)
+                for stream_id in dict.fromkeys(stream_ids.tolist()):
+                    run = runs[stream_id]
+                    if run.finished:
+                        continue
+                    try:
+                        run.take({k: np.asarray(v)[stream_ids == stream_id] for k, v in batch.items()})
+                    except Exception as exc:  # staging a part failed (storage): this stream fails
+                        run.errors.append(f"{run.plan.source}: writing the embeddings: {type(exc).__name__}: {exc}")
+                    if run.received >= run.plan.expected:
+                        finish(run)
+                bar.update(int(np.asarray(batch["clips"]).sum()))
+        except Exception as exc:  # the pipeline itself broke (e.g. no actor could start): unfinished streams fail
+            for run in runs.values():
+                run.errors.append(f"{run.plan.source}: scoring pipeline failed: {type(exc).__name__}: {exc}")
+    for run in runs.values():
+        if not run.finished:
+            finish(run)
+

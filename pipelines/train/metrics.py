@@ -1,0 +1,93 @@
+"""Rank 0's record of a run: metrics/steps.csv, metrics/epochs.csv, TensorBoard scalars, and the progress line."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+
+class MetricsLog:
+    """Rank 0's record: steps.csv, epochs.csv and TensorBoard scalars under the run dir, plus the progress line."""
+
+    def __init__(self, run_dir: Path, resume_step: int, epochs: int) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.dir = run_dir / "metrics"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.epochs = epochs
+        self.steps_path, self.epochs_path = self.dir / "steps.csv", self.dir / "epochs.csv"
+        self.step_rows = [r for r in _read_csv(self.steps_path) if int(float(r["step"])) <= resume_step]
+        _write_csv(self.steps_path, self.step_rows)  # drop steps of an interrupted run beyond its checkpoint
+        done_epochs = {int(float(r["epoch"])) for r in self.step_rows}
+        _write_csv(self.epochs_path, [r for r in _read_csv(self.epochs_path) if int(float(r["epoch"])) in done_epochs])
+        self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
+
+    def step(self, row: dict[str, float], log: bool) -> None:
+        self.step_rows.append({k: str(v) for k, v in row.items()})
+        _append_csv(self.steps_path, row)
+        for key, value in row.items():
+            if key not in ("step", "epoch"):
+                self.writer.add_scalar(f"step/{key}", value, int(row["step"]))
+        if log:
+            progress(
+                f"epoch {int(row['epoch']) + 1}/{self.epochs} step {int(row['step'])} loss {row['loss']:.4f} "
+                f"pos/anchor {row['positives_per_anchor']:.2f} (+{row['extra_positives_per_anchor']:.2f} mined) "
+                f"{row['samples_per_s']:.1f} samples/s, waiting for data {row['data_wait_fraction']:.0%}"
+            )
+
+    def epoch_end(self, epoch: int) -> dict[str, float]:
+        rows = [r for r in self.step_rows if int(float(r["epoch"])) == epoch]
+        keys = [k for k in rows[0] if k not in ("epoch", "step")] if rows else []
+        means = {"epoch": float(epoch), "steps": float(len(rows))}
+        for key in keys:
+            values = [float(r[key]) for r in rows if not math.isnan(float(r[key]))]
+            means[key] = sum(values) / len(values) if values else math.nan
+        _append_csv(self.epochs_path, means)
+        for key, value in means.items():
+            if key != "epoch":
+                self.writer.add_scalar(f"epoch/{key}", value, epoch)
+        self.writer.flush()
+        return means
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def progress(line: str) -> None:
+    """The progress line, written to the worker's stdout (Ray forwards it to the driver).
+
+    Not ``print``: Ray Train patches ``print`` in workers into its logger, which shows some lines twice.
+    """
+    sys.stdout.write(f"[pretrain] {line}\n")
+    sys.stdout.flush()
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    with tmp.open("w", newline="") as handle:
+        if rows:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _append_csv(path: Path, row: Mapping[str, Any]) -> None:
+    new = not path.is_file() or path.stat().st_size == 0
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
