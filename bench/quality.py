@@ -52,19 +52,19 @@ import torch  # noqa: E402
 from epg.config import EPGConfig  # noqa: E402
 from epg.metrics import mean_average_precision, precision_at_k  # noqa: E402
 from epg.search import SearchIndex  # noqa: E402
-from pipelines.train.args import config_from_args, parse_args  # noqa: E402
 from pipelines.downstream.anomaly_job import AnomalyJobConfig, run_anomaly  # noqa: E402
 from pipelines.downstream.labels import align_labels, read_labels  # noqa: E402
 from pipelines.downstream.localize_job import LocalizeJobConfig, run_localize  # noqa: E402
-from pipelines.score.job import run_embed  # noqa: E402
-from pipelines.score.embeddings import read_embeddings  # noqa: E402
+from pipelines.ingest.config import IngestConfig  # noqa: E402
 from pipelines.ingest.job import run_ingest  # noqa: E402
 from pipelines.runtime.cluster import start_local_ray  # noqa: E402
-from pipelines.ingest.config import IngestConfig  # noqa: E402
+from pipelines.score.embeddings import read_embeddings  # noqa: E402
+from pipelines.score.job import run_embed  # noqa: E402
+from pipelines.synthetic import SyntheticConfig, generate  # noqa: E402
+from pipelines.train.args import config_from_args, parse_args  # noqa: E402
 from pipelines.train.checkpoint import build_model, write_model  # noqa: E402
 from pipelines.train.config import PRESETS  # noqa: E402
 from pipelines.train.driver import run_pretrain  # noqa: E402
-from pipelines.synthetic import SyntheticConfig, generate  # noqa: E402
 
 # Pair-label settings per method (EPGConfig.pairs fields); None = random encoders, no training.
 NO_SAFEGUARDS = {"warmup_epochs": 0, "cap": None, "exclusion_window": 0, "mined_weight": 1.0}

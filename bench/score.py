@@ -33,15 +33,15 @@ import ray  # noqa: E402
 import torch  # noqa: E402
 
 from epg.search import SearchIndex  # noqa: E402
-from pipelines.train.args import config_from_args, parse_args  # noqa: E402
 from pipelines.ingest.clips_dataset import read_stream  # noqa: E402
-from pipelines.score.config import EmbedConfig  # noqa: E402
-from pipelines.score.job import run_embed  # noqa: E402
+from pipelines.ingest.config import IngestConfig  # noqa: E402
 from pipelines.ingest.job import run_ingest  # noqa: E402
 from pipelines.runtime.cluster import start_local_ray  # noqa: E402
-from pipelines.ingest.config import IngestConfig  # noqa: E402
-from pipelines.train.checkpoint import build_model, load_model, write_model  # noqa: E402
+from pipelines.score.config import EmbedConfig  # noqa: E402
+from pipelines.score.job import run_embed  # noqa: E402
 from pipelines.synthetic import SyntheticConfig, generate  # noqa: E402
+from pipelines.train.args import config_from_args, parse_args  # noqa: E402
+from pipelines.train.checkpoint import build_model, load_model, write_model  # noqa: E402
 from pipelines.train.data import decode_clips  # noqa: E402
 
 CROPS = {"tiny": 32, "small": 64, "x3d_m": 160}

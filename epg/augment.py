@@ -1,9 +1,8 @@
 """Augmentations for both modalities (DESIGN §4): composable, seeded, batched.
 
-Why: without them the simulation's embeddings learned the time of day (slow
-light and loudness drifts shared by near-in-time clips) and mining latched on
-to it; with them mined precision rose from chance (0.13) to 0.51-0.56 and TPG
-itself improved. Every transform draws per-sample parameters from the
+Why: without them embeddings learn the time of day (slow light and loudness
+drifts shared by near-in-time clips) and mining latches on to it (DESIGN §4's
+simulation). Every transform draws per-sample parameters from the
 ``torch.Generator`` it is called with, so a seed fixes the result; visual
 parameters are shared by the frames of a clip (a clip stays temporally coherent).
 

@@ -24,7 +24,6 @@ from typing import Any, Callable
 import torch.nn as nn
 
 
-
 class _RoIAlignUnavailable(nn.Module):
     """Placeholder for torchvision.ops.RoIAlign; only detection heads use it, and EPG has none."""
 

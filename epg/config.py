@@ -135,7 +135,7 @@ class PairConfig(Config):
 
     enabled: bool = True
     tau: int = 0
-    mining: MiningRule = "consensus"  # the quality benchmark's pick (README "Quality benchmark"); DESIGN §4 proposed topk
+    mining: MiningRule = "consensus"  # the quality benchmark's pick (bench/RESULTS.md); DESIGN §4 proposed topk
     k: int = 4
     quantile: float = 0.01
     cap: int | None = 8
@@ -189,8 +189,8 @@ class BankConfig(Config):
     batch. False: bank rows are also the loss's candidates (aligned pairs and
     negatives), as DESIGN §4 first read it. Bank rows are embeddings of earlier steps;
     as negatives and stale aligned pairs they let the encoders lower the loss without
-    learning (drift away from where the bank sits) and kept TPG from learning at all
-    in the quality benchmark's budget (README "Quality benchmark").
+    learning (drift away from where the bank sits), which kept TPG from learning in the
+    quality benchmark (bench/RESULTS.md).
     """
 
     size: int = 16_384
@@ -214,11 +214,9 @@ class AugmentConfig(Config):
     up to ``time_mask`` frames and ``freq_masks`` of up to ``freq_mask`` mel bins
     (filled with the clip's mean).
 
-    Defaults are the benchmark's choice (README "Quality benchmark"): fixed cameras, so
-    no spatial shift, and mild photometric and audio jitter. The first defaults
-    (brightness/contrast 0.2, colour 0.1, shift 0.1, gain 6 dB, noise up to -20 dB)
-    swamped the few pixels a vehicle covers in a 32-160 px crop and kept even TPG
-    from learning within the benchmark's budget; the spatial shift alone did.
+    Defaults are the quality benchmark's choice (bench/RESULTS.md): fixed cameras, so no
+    spatial shift, and mild photometric and audio jitter; stronger jitter swamps the few
+    pixels a vehicle covers in a 32-160 px crop.
     """
 
     enabled: bool = True

@@ -72,10 +72,12 @@ def field_default(cls: type, name: str) -> Any:
     raise KeyError(f"{cls.__name__} has no field {name!r}")
 
 
-def from_dict(cls: type[T], data: Mapping[str, Any], path: str | None = None) -> T:
-    """Build ``cls`` from its plain form; errors (``cls.config_error``) name ``path.field``."""
+def from_dict(cls: type[T], data: Mapping[str, Any], path: str | None = None,
+              error: type[ValueError] | None = None) -> T:
+    """Build ``cls`` from its plain form; errors name ``path.field`` and are ``error`` (default:
+    ``cls.config_error``; nested configs raise the outermost class's error)."""
     path = path or cls.__name__
-    error = getattr(cls, "config_error", ValueError)
+    error = error or getattr(cls, "config_error", ValueError)
     if not isinstance(data, Mapping):
         raise error(f"{path} must be a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -109,7 +111,7 @@ def _load(value: Any, hint: Any, where: str, error: type[ValueError]) -> Any:
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if isinstance(value, hint):
             return value
-        return from_dict(hint, value, where) if isinstance(value, Mapping) else _wrong(value, hint, where, error)
+        return from_dict(hint, value, where, error) if isinstance(value, Mapping) else _wrong(value, hint, where, error)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             _wrong(value, hint, where, error)

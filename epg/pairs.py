@@ -13,7 +13,7 @@ memory stays O(N·(chunk + M)) whatever the bank size.
 
 Why the safeguards: a simulation of the paper's plain ``adaptive`` rule mined
 positives no better than chance (cross-modal distances run larger than
-same-modality ones, so δ_i admits ~10% of all candidates, and near-in-time
+same-modality ones, so δ_i admits a large share of all candidates, and near-in-time
 clips look alike through slow drifts). Hence the exclusion window, the cap,
 warm-up, the weight w, and the ``topk``/``consensus`` rules.
 """

@@ -5,8 +5,8 @@ Local:    python jobs/localize.py --embeddings data/emb --labels data/synth/labe
           [--head linear | cpsp | linear,cpsp | all] [--features audio visual both | --features all]
           linear probe: [--epochs 50] [--batch-size 1024] [--lr 3e-3] [--weight-decay 1e-4]
                         [--class-weight none|balanced] [--seed 0]
-          cpsp head:    [--cpsp-supervision full|weak] [--cpsp-epochs 45] [--cpsp-batch-size 64] [--cpsp-lr 1e-3]
-                        [--cpsp-weight-decay 0] [--cpsp-window 10] [--cpsp-stride 10] [--cpsp-val-fraction 0.2]
+          cpsp head:    [--cpsp-supervision full|weak] [--cpsp-epochs 45] [--cpsp-batch-size 16] [--cpsp-lr 1e-3]
+                        [--cpsp-weight-decay 0] [--cpsp-window 10] [--cpsp-stride 5] [--cpsp-val-fraction 0.2]
                         [--cpsp-input-norm l2|layer|none] [--cpsp-category-head segment|video] [--cpsp-hidden 128]
                         [--cpsp-device cpu] (its seed is --seed)
 Cluster:  ray job submit --working-dir . -- python jobs/localize.py --embeddings s3://bucket/emb ...

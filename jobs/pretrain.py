@@ -16,9 +16,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout / ray working dir
 
 from pipelines.train import args as pretrain_args  # noqa: E402
+from pipelines.train.args import config_from_args  # noqa: E402
 from pipelines.train.config import PretrainError  # noqa: E402
 from pipelines.train.driver import run_pretrain  # noqa: E402
-from pipelines.train.args import config_from_args  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

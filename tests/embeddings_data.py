@@ -22,10 +22,10 @@ from PIL import Image
 
 from epg.distance import distance
 from pipelines.ingest.clip_table import clips_schema
-from pipelines.score.embeddings import embeddings_schema, embeddings_table
 from pipelines.ingest.config import IngestConfig
-from pipelines.runtime.manifest import STATUS_COMPLETE, StreamManifest, stream_dir
 from pipelines.media.storage import OutputStore
+from pipelines.runtime.manifest import STATUS_COMPLETE, StreamManifest, stream_dir
+from pipelines.score.embeddings import embeddings_schema, embeddings_table
 
 MODEL_ID = "test-model@step1"
 PART = "part-00000.parquet"

@@ -23,8 +23,15 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from epg.timecode import hhmmss
-from pipelines.demo.config import CONFIG_FILE, QUERY_CLASSES, QUERY_VIEW, REFERENCE_VIEW, DemoLayout, MainJobConfig, \
-    MainJobError
+from pipelines.demo.config import (
+    CONFIG_FILE,
+    QUERY_CLASSES,
+    QUERY_VIEW,
+    REFERENCE_VIEW,
+    DemoLayout,
+    MainJobConfig,
+    MainJobError,
+)
 from pipelines.downstream.anomaly_job import AnomalyJobConfig, run_anomaly
 from pipelines.downstream.anomaly_job import format_summary as anomaly_text
 from pipelines.downstream.clock import ALL_STREAMS, Clock
@@ -33,11 +40,12 @@ from pipelines.downstream.localize_job import format_summary as localize_text
 from pipelines.downstream.search_job import SearchJobConfig, run_search
 from pipelines.downstream.search_job import format_summary as search_text
 from pipelines.ingest.config import IngestConfig
-from pipelines.ingest.job import run_ingest
+from pipelines.ingest.job import IngestSummary, run_ingest
 from pipelines.report.page import ReportInputs, write_report
+from pipelines.runtime.stream_job import STATUS_SKIPPED
 from pipelines.score.config import CONFIG_FILE as EMBED_CONFIG
 from pipelines.score.embeddings import read_embeddings
-from pipelines.score.job import run_embed
+from pipelines.score.job import EmbedSummary, run_embed
 from pipelines.score.model import checkpoint_id, resolve_checkpoint
 from pipelines.synthetic import SyntheticConfig, generate
 from pipelines.train.config import OPERATIONAL_FIELDS, PretrainConfig, build_pretrain_config
@@ -114,6 +122,15 @@ def choose_query(labels_path: Path, embedded: set[tuple[str, int]], stream: str 
     return stream, times[len(times) // 2], "background"
 
 
+def stream_job_status(summary: IngestSummary | EmbedSummary, stage: str, unit: str, where: Path) -> tuple[str, str]:
+    """Print a per-stream job's summary; ``MainJobError`` when it failed, else (ran | reused, a note)."""
+    print(summary.format(), flush=True)
+    if not summary.ok:
+        raise MainJobError(f"{stage} failed (see the summary above); output in {where}")
+    ran = any(s.status != STATUS_SKIPPED for s in summary.streams)
+    return ("ran" if ran else "reused"), f"{sum(s.rows for s in summary.streams)} {unit} -> {where}"
+
+
 def embeddings_model(layout: DemoLayout) -> str | None:
     """The checkpoint id the embeddings folder holds (None: nothing scored yet)."""
     record = layout.embeddings / EMBED_CONFIG
@@ -164,11 +181,7 @@ class DemoRun:
         videos = [str(layout.videos / f"{view}.mp4") for view in config.views]
         summary = run_ingest(videos, str(layout.clips), self.ingest_config, show_progress=config.show_progress,
                              ray_address=config.ray_address)
-        print(summary.format(), flush=True)
-        if not summary.ok:
-            raise MainJobError(f"ingest failed (see the summary above); clips in {layout.clips}")
-        ran = any(s.status != "skipped" for s in summary.streams)
-        return ("ran" if ran else "reused"), f"{sum(s.rows for s in summary.streams)} clips -> {layout.clips}"
+        return stream_job_status(summary, "ingest", "clips", layout.clips)
 
     def pretrain(self) -> tuple[str, str]:
         config, layout = self.config, self.layout
@@ -188,11 +201,7 @@ class DemoRun:
         overwrite = held is not None and held != checkpoint_id(self.checkpoint)
         summary = run_embed(str(self.checkpoint), str(layout.embeddings), clips=str(layout.clips), overwrite=overwrite,
                             show_progress=config.show_progress, ray_address=config.ray_address)
-        print(summary.format(), flush=True)
-        if not summary.ok:
-            raise MainJobError(f"embed failed (see the summary above); embeddings in {layout.embeddings}")
-        ran = any(s.status != "skipped" for s in summary.streams)
-        return ("ran" if ran else "reused"), f"{sum(s.rows for s in summary.streams)} rows -> {layout.embeddings}"
+        return stream_job_status(summary, "embed", "rows", layout.embeddings)
 
     def anomaly(self) -> tuple[str, str]:
         layout = self.layout

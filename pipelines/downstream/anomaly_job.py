@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from epg.configs import Config
 from epg.anomaly import Event, Threshold, detect_events, fit_threshold, merge_events
+from epg.configs import Config
 from epg.metrics import average_precision, roc_auc
 from pipelines.downstream import DownstreamError
 from pipelines.downstream.clock import Clock, check_start_times

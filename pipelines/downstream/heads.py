@@ -16,8 +16,8 @@ Decisions for the CPSP head (where the design is silent):
 - Training windows: ``length`` consecutive seconds every ``stride`` seconds of the
   training streams (never across a gap); stride 5 and batches of 16 windows by
   default, because labelled footage is short: AVE's non-overlapping windows in
-  batches of 64 gave a 6-minute test stream one optimiser step an epoch and an
-  under-trained head (0.85 against 0.99 per-second accuracy).
+  batches of 64 give a few minutes of footage about one optimiser step an epoch
+  and an under-trained head.
 - Model selection: ``split_by_time`` keeps the last ``val_fraction`` of every
   training stream's seconds as validation (no second in both); the epoch with the
   best validation per-segment accuracy (exact target, background a class) is kept.

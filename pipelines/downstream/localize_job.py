@@ -53,9 +53,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from epg.configs import Config
 from epg.metrics import per_class_accuracy
 from epg.probe import FEATURE_SETS, ProbeConfig
-from epg.configs import Config
 from pipelines.downstream import DownstreamError
 from pipelines.downstream.heads import HEADS, CPSPHeadConfig, LabelledSeconds
 from pipelines.downstream.labels import LabelTable, align_labels, read_labels

@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.runtime.manifest import STATUS_COMPLETE, StreamManifest, stream_dir
 from pipelines.media.storage import OutputStore
+from pipelines.runtime.manifest import STATUS_COMPLETE, StreamManifest, stream_dir
 
 DEFAULT_N_MELS = 128
 

@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from epg.configs import Config
 from epg.metrics import precision_at_k
 from epg.search import MODES, Hit, Mode, SearchIndex
-from epg.configs import Config
 from pipelines.downstream import DownstreamError
 from pipelines.downstream.clock import Clock, check_start_times
 from pipelines.downstream.labels import align_labels, read_labels

@@ -11,9 +11,9 @@ import pyarrow as pa
 from PIL import Image
 
 from epg.features import log_mel
+from pipelines.ingest.config import IngestConfig
 from pipelines.media.audio import WindowAudio
 from pipelines.media.frames import FrameSelection
-from pipelines.ingest.config import IngestConfig
 
 # A second counts as having audio when at least this share of it was decoded.
 MIN_AUDIO_COVERAGE = 0.5

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from pipelines.runtime.manifest import STATUS_COMPLETE, StreamManifest, stream_dir
 from pipelines.media.storage import OutputStore
+from pipelines.runtime.manifest import STATUS_COMPLETE, StreamManifest, stream_dir
 
 
 def stream_manifests(root: str) -> list[StreamManifest]:

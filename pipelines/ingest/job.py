@@ -25,8 +25,14 @@ import pyarrow.parquet as pq
 
 from pipelines.ingest.clip_table import clips_schema
 from pipelines.ingest.config import IngestConfig
-from pipelines.ingest.window import WindowResult, decode_window_row, source_key, time_windows, truncation_error, \
-    window_warnings
+from pipelines.ingest.window import (
+    WindowResult,
+    decode_window_row,
+    source_key,
+    time_windows,
+    truncation_error,
+    window_warnings,
+)
 from pipelines.media.frames import stream_backend
 from pipelines.media.info import VideoInfo, inspect_row
 from pipelines.media.sources import VideoSource, resolve_inputs

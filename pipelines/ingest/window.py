@@ -16,10 +16,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from pipelines.media.audio import WindowAudio, read_audio
 from pipelines.ingest.clip_table import clips_schema, frame_targets, window_table
-from pipelines.media.frames import select_frames
 from pipelines.ingest.config import FRAME_BACKENDS, IngestConfig
+from pipelines.media.audio import WindowAudio, read_audio
+from pipelines.media.frames import select_frames
 from pipelines.media.info import VideoInfo
 from pipelines.media.sources import VideoSource, filesystem_from_uri
 from pipelines.media.storage import OutputStore

@@ -1,10 +1,9 @@
 """Open PyAV input containers, kept open in a worker process between windows.
 
-Opening an mp4 parses its whole sample index: 4 ms for 10 minutes of 720p
-at 30 fps, 15 ms for 60 minutes, 60 ms for four hours. A worker decodes
-consecutive windows of the same file, so the frame pass keeps a local
-file's container open for the next window (a 60-s window of a four-hour
-file: 0.74 -> 0.67 s). Reuse is safe for frames because every pass seeks before it reads, PyAV's
+Opening an mp4 parses its whole sample index, which grows with the
+recording's length. A worker decodes consecutive windows of the same file,
+so the frame pass keeps a local file's container open for the next window
+(bench/RESULTS.md, "Ingest"). Reuse is safe for frames because every pass seeks before it reads, PyAV's
 seek flushes the decoders, and video decoding restarts from a keyframe; a
 pass that starts at the beginning of the file gets a fresh container, and a
 pass that fails closes its container.
@@ -12,8 +11,7 @@ pass that fails closes its container.
 Audio does not use this: an audio decoder keeps state that a flush does not
 reset (e.g. AAC's noise-substitution generator), and in Matroska or MPEG-TS
 a seek lands where the index built so far allows, so the samples would
-depend on which windows the worker decoded before (measured: waveform
-differences up to 0.07 on a reused AAC container).
+depend on which windows the worker decoded before.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from pipelines.media.info import VideoInfo
 
 # Downscaling filter for the selected frames: area averaging is the fastest
 # filter that does not alias when a 720p/1080p frame shrinks to ~160 px
-# (measured 0.75 ms per 720p frame against 1.3 ms for swscale's default).
+# (faster than swscale's default; bench/RESULTS.md, "Ingest").
 SCALE_INTERPOLATION = "AREA"
 # Timestamps are compared with this slack so a frame stamped 2.2000001 s
 # still counts as shown at 2.2 s (well below any real frame interval).
@@ -92,10 +92,9 @@ def _decode_range(
     times: list[float] = []
     kept: dict[int, np.ndarray] = {}
     # One reformatter for the window keeps one scaler: frame.to_ndarray(width=...)
-    # builds a new one per frame, which cost twice as much when two workers
-    # ran side by side (measured: 0.31 against 0.14 s per 60-s 720p window).
+    # builds a new one per frame, which is costly with workers side by side.
     # The scaler gets the task's thread count like the codec (swscale would
-    # start a thread per core in every task; 9% slower with two tasks on 2 CPUs).
+    # start a thread per core in every task, oversubscribing the node).
     reformatter = VideoReformatter()
 
     def keep_if_shown(frame: av.VideoFrame, until: float) -> None:

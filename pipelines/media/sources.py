@@ -12,9 +12,9 @@ import fnmatch
 import glob
 import os
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 from pathlib import Path
 from typing import IO, Iterator
+from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 

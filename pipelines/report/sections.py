@@ -22,7 +22,19 @@ from pathlib import Path
 from typing import Any
 
 from epg.timecode import hhmmss
-from pipelines.report.html import Card, Markup, card_grid, esc, fmt, html_table, image, missing, png_data_uri, section, tone
+from pipelines.report.html import (
+    Card,
+    Markup,
+    card_grid,
+    esc,
+    fmt,
+    html_table,
+    image,
+    missing,
+    png_data_uri,
+    section,
+    tone,
+)
 
 MAX_EVENT_ROWS = 25
 

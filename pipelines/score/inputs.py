@@ -32,8 +32,8 @@ import numpy as np
 
 from epg.config import ModelConfig
 from pipelines.ingest.config import IngestConfig
-from pipelines.train.data import decode_clips
 from pipelines.ingest.window import WindowTask, window_clips
+from pipelines.train.data import decode_clips
 
 COUNT_COLUMNS = ("clips", "no_audio", "no_video", "unscored")
 

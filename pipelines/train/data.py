@@ -41,8 +41,8 @@ from PIL import Image
 
 from epg.config import ModelConfig
 from pipelines.ingest.clips_dataset import complete_stream_files, stream_manifests
-from pipelines.runtime.manifest import STATUS_COMPLETE
 from pipelines.media.storage import OutputStore
+from pipelines.runtime.manifest import STATUS_COMPLETE
 
 CLIP_COLUMNS = ["stream_id", "t", "frames", "logmel", "has_audio", "has_video"]
 

@@ -1,9 +1,18 @@
 import torch
 
-from epg.augment import (AdditiveNoise, Brightness, ColorGain, Compose, Contrast, Gain, Mask, SpatialShift,
-                         audio_augment, visual_augment)
+from epg.augment import (
+    AdditiveNoise,
+    Brightness,
+    ColorGain,
+    Compose,
+    Contrast,
+    Gain,
+    Mask,
+    SpatialShift,
+    audio_augment,
+    visual_augment,
+)
 from epg.config import AugmentConfig
-
 
 
 def gen(seed: int) -> torch.Generator:

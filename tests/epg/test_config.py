@@ -1,13 +1,21 @@
 import pytest
 
-from epg.config import (AugmentConfig, BankConfig, EPGConfig, LossConfig, ModelConfig, OptimConfig, PairConfig,
-                        VisualConfig)
+from epg.config import (
+    AugmentConfig,
+    BankConfig,
+    EPGConfig,
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
+    PairConfig,
+    VisualConfig,
+)
 
 
 def test_defaults_follow_the_design_and_the_benchmark():
     config = EPGConfig()
     assert config.loss.lam == 0.5 and config.loss.margin == 1.0
-    # Picked by bench/quality.py (README "Quality benchmark"): consensus mining, a mining-only bank, no spatial shift.
+    # Picked by bench/quality.py (bench/RESULTS.md): consensus mining, a mining-only bank, no spatial shift.
     assert config.pairs.mining == "consensus" and config.pairs.k == 4 and config.pairs.tau == 0
     assert config.bank.mining_only and config.augment.shift == 0.0
     assert config.pairs.mined_as == "positive" and config.augment.enabled

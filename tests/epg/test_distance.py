@@ -7,7 +7,6 @@ from hypothesis import strategies as st
 from epg.distance import distance, pairwise_distance
 
 
-
 def test_hand_computed():
     x, y = torch.tensor([3.0, 4.0]), torch.tensor([4.0, 3.0])
     # ‖x − y‖ = √2, cos = 24/25.
@@ -46,6 +45,7 @@ def test_properties(rows, lam):
     scale = 1 + float(x.norm(dim=1).max())
     # The matrix form expands ‖x − y‖², so it is exact only up to √(ε·‖x‖²).
     torch.testing.assert_close(matrix.diagonal(), torch.zeros(len(rows)), atol=2e-3 * scale, rtol=0)
-    torch.testing.assert_close(matrix, matrix.T, atol=1e-5 * scale, rtol=0)
+    # Symmetric to the same precision: x @ xᵀ is not bit-symmetric, and near-equal rows lose digits in √.
+    torch.testing.assert_close(matrix, matrix.T, atol=2e-3 * scale, rtol=0)
     y = x.flip(0)
     torch.testing.assert_close(pairwise_distance(x, y, lam).diagonal(), distance(x, y, lam), atol=2e-3 * scale, rtol=1e-4)

@@ -4,8 +4,16 @@ import pytest
 import torch
 
 from epg.config import AudioConfig, ModelConfig, VisualConfig
-from epg.encoders import (AVEncoders, AudioResNet, CheckpointMismatchError, X3DEncoder, build_encoders,
-                          load_audio_checkpoint, load_x3d_checkpoint, parameter_counts)
+from epg.encoders import (
+    AudioResNet,
+    AVEncoders,
+    CheckpointMismatchError,
+    X3DEncoder,
+    build_encoders,
+    load_audio_checkpoint,
+    load_x3d_checkpoint,
+    parameter_counts,
+)
 
 # The X3D-M forward/backward at 160x160 is the heaviest CPU test: both cores.
 pytestmark = pytest.mark.torch_threads(2)

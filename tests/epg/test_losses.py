@@ -11,7 +11,6 @@ from epg.pairs import PairLabels, pair_labels, tpg_labels
 from epg.samples import CandidateSet, Samples
 
 
-
 def two_clips(requires_grad: bool = False) -> Samples:
     # λ = 1: D(v1, a1) = 0, D(v2, a2) = 2, D(v1, a2) = √10, D(v2, a1) = √2.
     v = torch.tensor([[1.0, 0.0], [0.0, 1.0]], requires_grad=requires_grad)

@@ -10,7 +10,6 @@ from epg.pairs import pair_labels, tpg_labels
 from epg.samples import CandidateSet, Samples
 
 
-
 def samples(v, a, stream, t, label=None) -> Samples:
     n = len(stream)
     return Samples(torch.tensor(v, dtype=torch.float32), torch.tensor(a, dtype=torch.float32),

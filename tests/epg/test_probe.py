@@ -9,8 +9,6 @@ import torch
 from epg.probe import ProbeConfig, select_features, train_probe
 
 
-
-
 def blobs(n_per_class: int, centres: np.ndarray, spread: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     y = np.repeat(np.arange(len(centres)), n_per_class)
     x = centres[y] + rng.normal(scale=spread, size=(len(y), centres.shape[1]))

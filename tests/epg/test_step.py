@@ -14,7 +14,6 @@ from epg.pairs import PairLabels, tpg_labels
 from epg.samples import CandidateSet, Samples
 from epg.step import NonFiniteLossError, step_metrics, train_step
 
-
 CONFIG = EPGConfig(
     model=ModelConfig.tiny(),
     pairs=PairConfig(mining="topk", k=1, warmup_epochs=0, exclusion_window=2),

@@ -23,9 +23,9 @@ from pipelines.downstream.cpsp_windows import (
     window_starts,
 )
 from pipelines.downstream.labels import LabelsError, align_labels, read_labels
-from pipelines.score.embeddings import embeddings_schema, embeddings_table, read_embeddings
-from pipelines.runtime.manifest import StreamManifest, stream_dir
 from pipelines.media.storage import OutputStore
+from pipelines.runtime.manifest import StreamManifest, stream_dir
+from pipelines.score.embeddings import embeddings_schema, embeddings_table, read_embeddings
 
 DIM = 4
 CLASSES = ("bus", "car", "forklift", "train", "truck")  # sorted names of the whole labels file

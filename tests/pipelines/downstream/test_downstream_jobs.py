@@ -4,11 +4,11 @@ directories, plus the pieces they share: labels alignment, HH:MM:SS clocks, prev
 from __future__ import annotations
 
 import base64
-import warnings
 import json
 import os
 import subprocess
 import sys
+import warnings
 from datetime import datetime
 from pathlib import Path
 

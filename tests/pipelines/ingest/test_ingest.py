@@ -18,12 +18,12 @@ from PIL import Image
 from epg.features import LogMelConfig, mel_bin_of_frequency
 from pipelines.ingest.clip_table import clips_schema
 from pipelines.ingest.clips_dataset import complete_stream_files, read_stream
-from pipelines.ingest.job import run_ingest
-from pipelines.runtime.stream_job import STAGING
 from pipelines.ingest.config import IngestConfig
-from pipelines.runtime.manifest import StreamManifest
+from pipelines.ingest.job import run_ingest
 from pipelines.media.sources import InputError
 from pipelines.media.storage import OutputStore
+from pipelines.runtime.manifest import StreamManifest
+from pipelines.runtime.stream_job import STAGING
 from tests.conftest import REPO
 from tests.media import DARK, Pattern, write_frames, write_pattern
 
@@ -384,23 +384,6 @@ def test_same_stem_from_another_file_is_refused_and_missing_inputs_keep_clips(ra
     assert replaced.ok and len(rows(out, "cam1")) == 4
 
 
-def test_single_map_datasets_skip_the_reservation_and_leave_the_process_context_alone(ray_local):
-    """Ingest's one-operator datasets run without Ray Data's per-operator
-    reservation (it idled half of a small node); other pipelines of the same
-    driver keep the process-wide setting."""
-    import ray
-
-    from pipelines.runtime.datasets import run_map, single_map_dataset
-
-    context = ray.data.DataContext.get_current()
-    assert context.op_resource_reservation_enabled
-    dataset = single_map_dataset([{"x": 1}, {"x": 2}], lambda row: {"y": row["x"] * 10}, 1)
-    assert dataset.context.op_resource_reservation_enabled is False
-    assert context.op_resource_reservation_enabled
-    assert sorted(r["y"] for r in run_map([{"x": 3}, {"x": 4}], lambda row: {"y": row["x"] * 10}, 1, "t", "item", False)) == [30, 40]
-    assert context.op_resource_reservation_enabled
-
-
 def test_duplicate_stream_ids_are_refused(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -515,87 +498,6 @@ def test_filesystem_uri_inputs_and_outputs(ray_local, tmp_path):
     assert_flash_and_click(video, rows(tmp_path / "clips", "uri"), flash=2, click=1, seconds=4)
     assert json.loads((tmp_path / "clips" / "stream_id=uri" / "manifest.json").read_text())["source"] == str(video)
 
-
-def test_remote_files_are_read_through_file_handles(tmp_path, monkeypatch):
-    """Object-store inputs reach PyAV as pyarrow file handles (never local
-    paths): probe, frame selection and audio work on them, and decord, which
-    needs a local path, hands the source to PyAV."""
-    import pyarrow.fs as pafs
-
-    from pipelines.media.audio import read_audio
-    from pipelines.media.frames import BackendUnsupported, select_frames, select_frames_pyav
-    from pipelines.media.info import inspect_video
-
-    video = write_pattern(tmp_path / "obj.mp4", Pattern(seconds=6, flash_at=(2.1,), click_at=(4,)))
-    import pipelines.media.sources
-
-    bucket = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())
-    opened = []
-    real_from_uri = pipelines.media.sources.filesystem_from_uri
-
-    def fake_from_uri(uri):
-        if uri.startswith("fake://"):
-            opened.append(uri)
-            return bucket, uri[len("fake://"):]
-        return real_from_uri(uri)
-
-    monkeypatch.setattr(pipelines.media.sources, "filesystem_from_uri", fake_from_uri)
-    uri = "fake://obj.mp4"
-    info = inspect_video(uri)
-    assert info.whole_seconds == 6 and info.has_audio
-    targets = np.array([2.0, 2.2, 2.4, 2.6, 4.0])
-    remote = select_frames_pyav(uri, info, targets, CROP)
-    local = select_frames_pyav(str(video), info, targets, CROP)
-    assert [bool(remote.images[i].mean() > 128) for i in remote.frame_index] == [False, True, True, False, False]
-    assert np.array_equal(remote.shown_at, local.shown_at)
-    audio = read_audio(uri, info, 4, 2, 44_100)
-    assert audio.coverage.tolist() == [1.0, 1.0] and np.abs(audio.waveform[:44_100]).max() > 0.4
-    with pytest.raises(BackendUnsupported, match="local"):
-        select_frames("decord", uri, None, info, targets, CROP, 1)
-    assert len(opened) >= 3
-
-
-@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
-def test_frame_pass_keeps_its_container_open_without_changing_frames(tmp_path, monkeypatch, suffix):
-    """Windows decoded one after another on one kept-open container (a worker's
-    consecutive windows) select exactly the frames a fresh container gives,
-    B-frames included; a file replaced at the same path is opened anew."""
-    from pipelines.media import containers
-    from pipelines.media.frames import select_frames_pyav
-    from pipelines.media.info import inspect_video
-
-    video = write_pattern(tmp_path / f"keep{suffix}", Pattern(seconds=9, fps=15, b_frames=2, flash_at=(2.1, 6.3)))
-    info = inspect_video(str(video))
-    windows = [frame_targets_of(start) for start in range(2, 8, 2)]  # each seeks (window 0 reads from the start)
-    opens = []
-    real_open = containers.av.open
-    monkeypatch.setattr(containers.av, "open", lambda *a, **k: opens.append(a) or real_open(*a, **k))
-
-    containers.close_all()
-    kept = [select_frames_pyav(str(video), info, targets, CROP) for targets in windows]
-    assert len(opens) == 1, "consecutive windows of one file should share one open container"
-    for targets, reused in zip(windows, kept):
-        containers.close_all()
-        fresh = select_frames_pyav(str(video), info, targets, CROP)
-        assert np.array_equal(fresh.shown_at, reused.shown_at)
-        assert np.array_equal(fresh.frame_index, reused.frame_index)
-        assert all(np.array_equal(a, b) for a, b in zip(fresh.images, reused.images))
-    lit = [[round(t, 1) for t, i in zip(targets, s.frame_index) if s.images[i].mean() > 128]
-           for targets, s in zip(windows, kept)]
-    assert lit == [[2.2, 2.4], [], [6.4, 6.6]]
-
-    select_frames_pyav(str(video), info, windows[0], CROP)  # leaves the old file's container open
-    other = write_pattern(tmp_path / f"other{suffix}", Pattern(seconds=9, fps=15, b_frames=2, flash_at=(3.1,)))
-    os.replace(other, video)
-    opens.clear()
-    replaced = select_frames_pyav(str(video), info, windows[0], CROP)
-    assert len(opens) == 1
-    assert [round(t, 1) for t, i in zip(windows[0], replaced.frame_index) if replaced.images[i].mean() > 128] == [3.2, 3.4]
-    containers.close_all()
-
-
-def frame_targets_of(start: int, seconds: int = 2) -> np.ndarray:
-    return np.array([start + k + j / F for k in range(seconds) for j in range(F)])
 
 
 def test_command_line_exit_codes_and_summary(tmp_path):

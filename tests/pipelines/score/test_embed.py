@@ -23,20 +23,19 @@ from epg.distance import distance
 from epg.optim import build_optimizer
 from jobs.embed import main as embed_main
 from pipelines.ingest.clips_dataset import read_stream
+from pipelines.ingest.config import IngestConfig
+from pipelines.ingest.job import run_ingest
+from pipelines.media.storage import OutputStore
+from pipelines.runtime.manifest import StreamManifest
 from pipelines.score.config import EmbedConfig, EmbedError
+from pipelines.score.embeddings import embeddings_schema, read_embeddings
 from pipelines.score.job import run_embed
 from pipelines.score.query import embed_video_file
-from pipelines.score.embeddings import embeddings_schema, read_embeddings
-from pipelines.ingest.job import run_ingest
-from pipelines.ingest.config import IngestConfig
-from pipelines.runtime.manifest import StreamManifest
 from pipelines.train.checkpoint import Position, build_model, load_model, save_checkpoint
 from pipelines.train.config import PretrainConfig
 from pipelines.train.loop import build_scheduler
-from pipelines.media.storage import OutputStore
 from tests.conftest import REPO
 from tests.media import Pattern, write_pattern
-
 
 CROP = 32  # ModelConfig.tiny's crop size
 F = 5

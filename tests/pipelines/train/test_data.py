@@ -14,8 +14,8 @@ from PIL import Image
 
 from epg.config import ModelConfig
 from pipelines.ingest.clips_dataset import read_stream
-from pipelines.ingest.job import run_ingest
 from pipelines.ingest.config import IngestConfig
+from pipelines.ingest.job import run_ingest
 from pipelines.train.data import (
     ClipsError,
     build_dataset,

@@ -22,12 +22,11 @@ from epg.step import train_step
 from pipelines.ingest.clips_dataset import read_stream
 from pipelines.train.checkpoint import MODEL_FILE, build_model, load_model
 from pipelines.train.config import PretrainConfig, PretrainError
+from pipelines.train.data import decode_clips, to_torch_batch
 from pipelines.train.driver import run_pretrain
 from pipelines.train.loop import build_scheduler, freeze_batchnorm
-from pipelines.train.data import decode_clips, to_torch_batch
 from tests.conftest import REPO
 from tests.pipelines.train.test_data import synthetic_clips
-
 
 # 60 clips -> 120 visual samples; 2 workers x 16 -> 3 steps per epoch.
 EPG = EPGConfig(
