@@ -30,7 +30,7 @@ SALT = 0xE9C5
 
 
 @dataclass
-class Event:
+class TimelineEvent:
     id: int
     cls: str
     t_ref: float
@@ -129,7 +129,7 @@ def _gap_overlap(x: np.ndarray, length: float) -> np.ndarray:
     return np.maximum(hi - lo, 0.0)
 
 
-def _finish_mover(ev: Event, src_rms: float | None) -> None:
+def _finish_mover(ev: TimelineEvent, src_rms: float | None) -> None:
     """Visible spans, draw range and (for sound sources) audible spans from the trajectory."""
     L, _ = ev.size()
     ov = _gap_overlap(ev.traj_x, L)
@@ -155,7 +155,7 @@ def _start_end_x(direction: int, length: float, reach: float) -> tuple[float, fl
     return MIC_X - direction * margin, MIC_X + direction * margin
 
 
-def _time_at_x(ev: Event, x: float) -> float:
+def _time_at_x(ev: TimelineEvent, x: float) -> float:
     d = (ev.traj_x - x) * ev.direction
     i = int(np.argmax(d >= 0)) if (d >= 0).any() else len(d) - 1
     return float(ev.traj_t[i])
@@ -170,7 +170,7 @@ def _pick_file(bank: SoundBank, name: str, rng: np.random.Generator, min_s: floa
 # one event per class
 
 
-def _vehicle(ev: Event, rng, bank: SoundBank, layout: Layout, lane: str) -> None:
+def _vehicle(ev: TimelineEvent, rng, bank: SoundBank, layout: Layout, lane: str) -> None:
     c = ev.cls
     ev.lane = lane
     ev.direction = 1 if lane == "near" else -1
@@ -257,8 +257,8 @@ def _vehicle(ev: Event, rng, bank: SoundBank, layout: Layout, lane: str) -> None
     ev.audio = {"kind": "vehicle", "src_rms": src, "parts": parts, "events": events}
 
 
-def _make_event(cls: str, eid: int, t_ref: float, rng, bank: SoundBank, layout: Layout, lane: str | None) -> Event:
-    ev = Event(eid, cls, t_ref)
+def _make_event(cls: str, eid: int, t_ref: float, rng, bank: SoundBank, layout: Layout, lane: str | None) -> TimelineEvent:
+    ev = TimelineEvent(eid, cls, t_ref)
     if cls in ("car", "speeding_car", "bus", "truck", "motorcycle", "emergency_vehicle"):
         _vehicle(ev, rng, bank, layout, lane)
     elif cls == "forklift":
@@ -364,7 +364,7 @@ LANE_CLASSES = {"car": ("far", "near"), "speeding_car": ("far", "near"), "bus": 
 @dataclass
 class Timeline:
     seconds: float
-    events: list[Event]
+    events: list[TimelineEvent]
     day_phase: float
     classes: list[str]
 
@@ -391,7 +391,7 @@ def sample_timeline(scene: int, seed: int, seconds: float, layout: Layout, bank:
     # normal classes claim lanes first, anomalies after, each in time order
     arrivals.sort()
     occupancy: dict[str, list[tuple[float, float]]] = {name: [] for name in LANES}
-    events: list[Event] = []
+    events: list[TimelineEvent] = []
     for anomaly, t, ci, k in arrivals:
         cls = CLASSES[ci].name
         rng = np.random.default_rng([SALT, scene, seed, 100 + ci, k])
