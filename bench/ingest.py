@@ -39,6 +39,7 @@ from pipelines.ingest.config import IngestConfig  # noqa: E402
 from pipelines.ingest.job import run_ingest  # noqa: E402
 from pipelines.runtime.cluster import start_local_ray  # noqa: E402
 from pipelines.synthetic import SyntheticConfig, generate  # noqa: E402
+from results import Printed, command_line, update_results  # noqa: E402
 
 DECODE_ONLY = """
 import resource, sys, time, av
@@ -145,6 +146,7 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["pyav", "decord"])
     parser.add_argument("--repeat", type=int, default=3, help="paired (decode-only, ingest) runs per backend")
     parser.add_argument("--cache", type=Path, default=Path("out/bench"))
+    parser.add_argument("--write-results", action="store_true", help="also write the printed summary into its section of bench/RESULTS.md")
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
@@ -186,16 +188,19 @@ def main() -> None:
             peak, peak_one = max(r[2] for r in runs), max(r[3] for r in runs)
             rows.append((stream, f"ingest ({backend})", wall, seconds / wall, statistics.median(ratios), spread, peak, peak_one))
 
-    print(f"\ningest vs decode-only, 1280x720 30 fps H.264 + AAC, {cpus} CPU(s), same run, {args.repeat} paired run(s)")
+    report = Printed()
+    report(f"\ningest vs decode-only, 1280x720 30 fps H.264 + AAC, {cpus} CPU(s), same run, {args.repeat} paired run(s)")
     header = f"{'stream':<8} {'what':<22} {'wall s':>8} {'footage s/s':>12} {'x decode':>9} {'range':>10} {'peak MB':>9} {'1 proc MB':>9}"
-    print(header)
+    report(header)
     for stream, what, wall, rate, ratio, spread, mb, one in rows:
-        print(f"{stream:<8} {what:<22} {wall:8.1f} {rate:12.1f} {ratio:9.2f} {spread:>10} {mb:9.0f} {one:9.0f}")
-    print("wall s: median; x decode: median of the paired ratios (range: lowest-highest)")
-    print("peak MB: decode-only = that process's max RSS; ingest = peak of the summed RSS of this Ray's")
-    print("worker processes (all 'ray::' children of its raylet); 1 proc MB = the largest single worker")
+        report(f"{stream:<8} {what:<22} {wall:8.1f} {rate:12.1f} {ratio:9.2f} {spread:>10} {mb:9.0f} {one:9.0f}")
+    report("wall s: median; x decode: median of the paired ratios (range: lowest-highest)")
+    report("peak MB: decode-only = that process's max RSS; ingest = peak of the summed RSS of this Ray's")
+    report("worker processes (all 'ray::' children of its raylet); 1 proc MB = the largest single worker")
     shutil.rmtree(work, ignore_errors=True)
     ray.shutdown()
+    if args.write_results:
+        update_results("Ingest throughput against decode-only", report.text, command_line(__file__, sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import concurrent.futures
 import multiprocessing
 import platform
 import resource
+import sys
 import time
 
 import torch
@@ -27,6 +28,7 @@ from epg.config import LossConfig, PairConfig
 from epg.losses import multi_positive_margin_loss
 from epg.pairs import pair_labels
 from epg.samples import CandidateSet, Samples
+from results import Printed, command_line, update_results
 
 
 def _rss_mib() -> float:
@@ -111,23 +113,27 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--repeats", type=int, default=1, help="timed repeats per configuration (best is shown)")
+    parser.add_argument("--write-results", action="store_true", help="also write the printed summary into its section of bench/RESULTS.md")
     args = parser.parse_args()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     name = torch.cuda.get_device_name(0) if device == "cuda" else f"{platform.processor() or platform.machine()}, {args.threads} threads"
-    print(f"EPG pairs bench: N={args.batch} anchors, d={args.dim}, chunk={args.chunk}, device={device} ({name}), torch {torch.__version__}")
+    report = Printed()
+    report(f"EPG pairs bench: N={args.batch} anchors, d={args.dim}, chunk={args.chunk}, device={device} ({name}), torch {torch.__version__}")
     memory = "peak alloc MiB" if device == "cuda" else "peak RSS MiB"
     header = f"{'rule':<10}{'bank K':>9}{'cands':>9}{'mine s':>9}{'fwd s':>9}{'bwd s':>9}{'total s':>9}{'pairs/s':>11}{memory:>16}{'growth MiB':>12}{'mined/anc':>10}"
-    print(header)
-    print("-" * len(header))
+    report(header)
+    report("-" * len(header))
     context = multiprocessing.get_context("spawn")
     for rule in args.rules:
         for bank in args.banks:
             with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
                 r = pool.submit(run_one, args.batch, bank, args.dim, args.chunk, rule, device, args.threads, args.repeats).result()
             rate = args.batch * r["candidates"] / r["total"]
-            print(f"{rule:<10}{r['bank']:>9}{r['candidates']:>9}{r['mine']:>9.3f}{r['forward']:>9.3f}{r['backward']:>9.3f}"
-                  f"{r['total']:>9.3f}{rate:>11.3g}{r['peak_mib']:>16.0f}{r['growth_mib']:>12.0f}{r['mined_per_anchor']:>10.2f}",
-                  flush=True)
+            report(f"{rule:<10}{r['bank']:>9}{r['candidates']:>9}{r['mine']:>9.3f}{r['forward']:>9.3f}{r['backward']:>9.3f}"
+                   f"{r['total']:>9.3f}{rate:>11.3g}{r['peak_mib']:>16.0f}{r['growth_mib']:>12.0f}{r['mined_per_anchor']:>10.2f}",
+                   flush=True)
+    if args.write_results:
+        update_results("Pair mining and loss against bank size", report.text, command_line(__file__, sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -65,6 +65,7 @@ from pipelines.train.args import config_from_args, parse_args  # noqa: E402
 from pipelines.train.checkpoint import build_model, write_model  # noqa: E402
 from pipelines.train.config import PRESETS  # noqa: E402
 from pipelines.train.driver import run_pretrain  # noqa: E402
+from results import Printed, command_line, update_results  # noqa: E402
 
 # Pair-label settings per method (EPGConfig.pairs fields); None = random encoders, no training.
 NO_SAFEGUARDS = {"warmup_epochs": 0, "cap": None, "exclusion_window": 0, "mined_weight": 1.0}
@@ -288,6 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3, help="learning rate of both encoders (trained from scratch)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--write-results", action="store_true", help="also write the printed summary into its section of bench/RESULTS.md")
     args = parser.parse_args(argv)
     args.heads = [h for h in args.heads.split(",") if h]
     methods = [m for m in args.methods.split(",") if m]
@@ -314,11 +316,15 @@ def main(argv: list[str] | None = None) -> None:
               f"lr {args.lr:g} for both encoders, the library's augmentation and bank defaults (augmentation off for *-noaug), seed {args.seed}; evaluation on "
               f"{args.eval_minutes:g} min of timeline B (similar and challenging views).")
     text = budget + "\n\n" + table(results, args.heads)
-    print("\n" + text)
+    report = Printed()
+    report("\n" + text)
     out = data["labels"].parent / "methods" / tag
     (out / "results.json").write_text(json.dumps({"budget": budget, "results": results}, indent=1))
     (out / "results.md").write_text(text + "\n")
     shutil.rmtree(out / "tmp", ignore_errors=True)
+    if args.write_results:
+        update_results("Quality benchmark", report.text,
+                       command_line(__file__, sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from pipelines.synthetic import SyntheticConfig, generate  # noqa: E402
 from pipelines.train.args import config_from_args, parse_args  # noqa: E402
 from pipelines.train.checkpoint import build_model, load_model, write_model  # noqa: E402
 from pipelines.train.data import decode_clips  # noqa: E402
+from results import Printed, command_line, update_results  # noqa: E402
 
 CROPS = {"tiny": 32, "small": 64, "x3d_m": 160}
 
@@ -132,6 +133,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="clips per model call")
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--no-month", action="store_true", help="skip the 30-day search figure (needs ~11 GB)")
+    parser.add_argument("--write-results", action="store_true", help="also write the printed summary into its section of bench/RESULTS.md")
     args = parser.parse_args()
 
     torch.set_num_threads(2)
@@ -142,18 +144,21 @@ def main() -> None:
     if not args.no_month:
         searches.append(search_latency(30 * 86_400, args.dim))
 
-    print(f"\nscoring throughput, clips/s (2 CPU cores, 1 CPU model actor + decode tasks, batch {args.batch_size}, {args.minutes:g} min of 320x180 footage)")
-    print(f"{'preset':>7} {'crop':>5} {'model only':>11} {'from clips':>11} {'x':>6} {'from video':>11} {'x':>6}")
+    report = Printed()
+    report(f"\nscoring throughput, clips/s (2 CPU cores, 1 CPU model actor + decode tasks, batch {args.batch_size}, {args.minutes:g} min of 320x180 footage)")
+    report(f"{'preset':>7} {'crop':>5} {'model only':>11} {'from clips':>11} {'x':>6} {'from video':>11} {'x':>6}")
     for r in scored:
-        print(f"{r['preset']:>7} {r['crop']:>5} {r['anchor']:11.1f} {r['clips']:11.1f} {r['clips'] / r['anchor']:6.2f}"
-              f" {r['video']:11.1f} {r['video'] / r['anchor']:6.2f}")
+        report(f"{r['preset']:>7} {r['crop']:>5} {r['anchor']:11.1f} {r['clips']:11.1f} {r['clips'] / r['anchor']:6.2f}"
+               f" {r['video']:11.1f} {r['video'] / r['anchor']:6.2f}")
     gpu = "not measured (no GPU on this machine)" if not torch.cuda.is_available() else "run with --gpus-per-actor 1 on the cluster"
-    print(f"GPU (x3d_m 160 px, one GPU per actor): {gpu}")
-    print(f"\nsearch latency, d = {args.dim}, mode both, k 5, exclusion + suppression 60 s (median of 20 queries)")
-    print(f"{'clips':>10} {'index build s':>14} {'query ms':>9} {'matvec ms':>10} {'x':>6}")
+    report(f"GPU (x3d_m 160 px, one GPU per actor): {gpu}")
+    report(f"\nsearch latency, d = {args.dim}, mode both, k 5, exclusion + suppression 60 s (median of 20 queries)")
+    report(f"{'clips':>10} {'index build s':>14} {'query ms':>9} {'matvec ms':>10} {'x':>6}")
     for s in searches:
-        print(f"{s['rows']:>10} {s['build_s']:14.2f} {1000 * s['query_s']:9.1f} {1000 * s['anchor_s']:10.1f}"
-              f" {s['query_s'] / s['anchor_s']:6.1f}")
+        report(f"{s['rows']:>10} {s['build_s']:14.2f} {1000 * s['query_s']:9.1f} {1000 * s['anchor_s']:10.1f}"
+               f" {s['query_s'] / s['anchor_s']:6.1f}")
+    if args.write_results:
+        update_results("Scoring throughput and search latency", report.text, command_line(__file__, sys.argv[1:]))
 
 
 if __name__ == "__main__":

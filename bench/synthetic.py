@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.synthetic import SyntheticConfig, generate  # noqa: E402
+from results import Printed, command_line, update_results  # noqa: E402
 
 CASES = {
     "320x180x3": dict(size=(320, 180), fps=10.0, views=("train", "similar", "challenging")),
@@ -54,6 +55,7 @@ def main(argv=None) -> int:
     p.add_argument("--case", action="append", choices=sorted(CASES) + ["4h"], help="default: 320x180x3 and 1280x720x1")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", "-o", type=Path, default=None, help="keep the streams here (default: a temp dir, deleted)")
+    p.add_argument("--write-results", action="store_true", help="also write the printed summary into its section of bench/RESULTS.md")
     args = p.parse_args(argv)
     cases = args.case or ["320x180x3", "1280x720x1"]
     out = args.output or Path(tempfile.mkdtemp(prefix="synthetic-bench-"))
@@ -70,10 +72,14 @@ def main(argv=None) -> int:
         if args.output is None:
             shutil.rmtree(out, ignore_errors=True)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\nsynthetic generator, {os.cpu_count()} CPU(s) visible, peak RSS {peak_mb:.0f} MB")
-    print(f"{'case':<32} {'stream s':>9} {'wall s':>8} {'RTF':>7} {'MB':>8} {'events':>7}")
+    report = Printed()
+    report(f"\nsynthetic generator, {os.cpu_count()} CPU(s) visible, peak RSS {peak_mb:.0f} MB")
+    report(f"{'case':<32} {'stream s':>9} {'wall s':>8} {'RTF':>7} {'MB':>8} {'events':>7}")
     for r in rows:
-        print(f"{r['case']:<32} {r['stream_s']:>9.0f} {r['wall_s']:>8.1f} {r['rtf']:>6.2f}x {r['mb']:>8.1f} {r['events']:>7}")
+        report(f"{r['case']:<32} {r['stream_s']:>9.0f} {r['wall_s']:>8.1f} {r['rtf']:>6.2f}x {r['mb']:>8.1f} {r['events']:>7}")
+    if args.write_results:
+        update_results("Synthetic generator speed", report.text,
+                       command_line(__file__, sys.argv[1:] if argv is None else argv))
     return 0
 
 

@@ -30,6 +30,7 @@ from pipelines.runtime.cluster import start_local_ray  # noqa: E402
 from pipelines.synthetic import SyntheticConfig, generate  # noqa: E402
 from pipelines.train.args import config_from_args, parse_args  # noqa: E402
 from pipelines.train.driver import run_pretrain  # noqa: E402
+from results import Printed, command_line, update_results  # noqa: E402
 
 WARMUP_STEPS = 3
 
@@ -65,6 +66,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="visual samples per worker")
     parser.add_argument("--minutes", type=float, default=3.0)
     parser.add_argument("--cache", type=Path, default=Path("out/bench"))
+    parser.add_argument("--write-results", action="store_true", help="also write the printed summary into its section of bench/RESULTS.md")
     args = parser.parse_args()
 
     start_local_ray(num_cpus=2)
@@ -73,14 +75,17 @@ def main() -> None:
     results = {w: measure(clips, w, args.steps, args.batch_size, work) for w in (1, 2)}
     shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\npretraining throughput, tiny preset (32 px crops), batch {args.batch_size} visual samples per worker,"
-          f" CPU (2 cores), steps {WARMUP_STEPS + 1}..{args.steps}")
-    print(f"{'workers':>7} {'samples/s':>10} {'x 1 worker':>10} {'waiting for data':>17}")
+    report = Printed()
+    report(f"\npretraining throughput, tiny preset (32 px crops), batch {args.batch_size} visual samples per worker,"
+           f" CPU (2 cores), steps {WARMUP_STEPS + 1}..{args.steps}")
+    report(f"{'workers':>7} {'samples/s':>10} {'x 1 worker':>10} {'waiting for data':>17}")
     for workers, r in results.items():
-        print(f"{workers:>7} {r['samples_per_s']:10.1f} {r['samples_per_s'] / results[1]['samples_per_s']:10.2f}"
-              f" {r['data_wait']:16.0%}")
+        report(f"{workers:>7} {r['samples_per_s']:10.1f} {r['samples_per_s'] / results[1]['samples_per_s']:10.2f}"
+               f" {r['data_wait']:16.0%}")
     if not torch.cuda.is_available():
-        print("GPU (X3D-M 160x160, batch 64/GPU, bf16): not measured, no GPU on this machine")
+        report("GPU (X3D-M 160x160, batch 64/GPU, bf16): not measured, no GPU on this machine")
+    if args.write_results:
+        update_results("Pretraining throughput", report.text, command_line(__file__, sys.argv[1:]))
 
 
 if __name__ == "__main__":
