@@ -1,7 +1,7 @@
 """Benchmark: EPG label mining + multi-positive loss (forward and backward) against embedding banks.
 
 For a global batch of N anchors (default 1,024) and banks of K samples (default 0, 16k
-and 131k), times ``epg.pairs.pair_labels`` and ``epg.losses.multi_positive_margin_loss``
+and 131k), times ``epg.pairs.pair_labels`` and ``epg.loss_margin.multi_positive_margin_loss``
 (forward, then backward) and reports peak memory: on CPU the peak resident set size of a
 fresh process per configuration (and its growth over the inputs already built), on GPU
 ``torch.cuda.max_memory_allocated``. Prints a table. Speed is measured here, never in tests.
@@ -22,13 +22,13 @@ import sys
 import time
 
 import torch
+from results import Printed, command_line, update_results
 
 from epg.bank import EmbeddingBank
 from epg.config import LossConfig, PairConfig
-from epg.losses import multi_positive_margin_loss
+from epg.loss_margin import multi_positive_margin_loss
 from epg.pairs import pair_labels
 from epg.samples import CandidateSet, Samples
-from results import Printed, command_line, update_results
 
 
 def _rss_mib() -> float:

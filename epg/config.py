@@ -14,10 +14,14 @@ from typing import Literal, get_args
 
 from epg.configs import Config, fail, non_negative, one_of, positive
 
+VisualInit = Literal["scratch", "pytorchvideo"]
+LossKind = Literal["hadsell", "infonce"]
 MiningRule = Literal["adaptive", "topk", "consensus", "quantile"]
 MinedAs = Literal["positive", "ignore"]
 Schedule = Literal["joint", "audio_first", "alternating"]
 
+VISUAL_INITS: tuple[str, ...] = get_args(VisualInit)
+LOSS_KINDS: tuple[str, ...] = get_args(LossKind)
 MINING_RULES: tuple[str, ...] = get_args(MiningRule)
 MINED_AS: tuple[str, ...] = get_args(MinedAs)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
@@ -29,6 +33,14 @@ class VisualConfig(Config):
 
     ``checkpoint`` is a local path to a state dict in PyTorchVideo's layout
     (e.g. the published ``X3D_M.pyth``); its classification layer is not loaded.
+
+    ``init`` (without a checkpoint): ``scratch`` gives every residual branch and the projection
+    a working start (Kaiming convolutions, BatchNorm weights 1, PyTorch's default linear init);
+    ``pytorchvideo`` keeps create_x3d's init, which zeroes the last BatchNorm of every residual
+    branch and draws the projection from N(0, 0.01): a good start for fine-tuning deep nets from
+    pretrained weights, but from scratch every branch is off, the stride-2 shortcuts read one
+    position in four, and the output reacts only to the crop's top-left cell, which leaves a
+    contrastive objective at a saddle.
     """
 
     frames: int = 5
@@ -41,6 +53,7 @@ class VisualConfig(Config):
     head_dim: int = 2048
     dropout: float = 0.5
     checkpoint: str | None = None
+    init: VisualInit = "scratch"
     # Kinetics normalisation of X3D's published weights; input video is in [0, 1].
     mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
     std: tuple[float, float, float] = (0.225, 0.225, 0.225)
@@ -54,6 +67,7 @@ class VisualConfig(Config):
             fail(self, "dropout", "in [0, 1)", self.dropout)
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             fail(self, "mean/std", "three values with std > 0", (self.mean, self.std))
+        one_of(self, "init", VISUAL_INITS)
 
 
 @dataclass(frozen=True)
@@ -163,21 +177,35 @@ class PairConfig(Config):
 
 @dataclass(frozen=True)
 class LossConfig(Config):
-    """Distance D (Eq. 5) and the multi-positive margin loss (Eq. 4).
+    """The loss of pretraining and the distance D (Eq. 5) that goes with it.
 
-    lam: λ of D = λ·‖x−y‖ + (1−λ)·(1−cos). margin: m.
-    negative_weight: weight of the negative term (the P/N weighting; positives weigh 1 and w).
+    kind ``hadsell``: the multi-positive margin loss of Eq. 4 (``epg.loss_margin``) on
+    D = λ·‖x−y‖ + (1−λ)·(1−cos), with margin m and negative weight ν (positives weigh 1 and w).
+    kind ``infonce``: a multi-positive InfoNCE (``epg.loss_infonce``) on L2-normalised
+    embeddings with ``temperature``; its distance downstream is the cosine one (λ = 0).
+    negative_exclusion: same-stream candidates within ±N s of the anchor that are not
+    positives are left out of the negatives (seconds of the same passing vehicle are not
+    pushed apart); 0 keeps every non-positive candidate a negative (the paper's reading).
     """
 
+    kind: LossKind = "hadsell"
     lam: float = 0.5
     margin: float = 1.0
     negative_weight: float = 1.0
+    temperature: float = 0.1
+    negative_exclusion: int = 0
 
     def __post_init__(self) -> None:
+        one_of(self, "kind", LOSS_KINDS)
         if not 0.0 <= self.lam <= 1.0:
             fail(self, "lam", "in [0, 1]", self.lam)
-        positive(self, "margin")
-        non_negative(self, "negative_weight")
+        positive(self, "margin", "temperature")
+        non_negative(self, "negative_weight", "negative_exclusion")
+
+    @property
+    def distance_lam(self) -> float:
+        """λ of the distance that matches the loss: ``lam`` for hadsell, 0 (cosine) for infonce."""
+        return self.lam if self.kind == "hadsell" else 0.0
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ def pairwise_distance(x: torch.Tensor, y: torch.Tensor, lam: float = 0.5) -> tor
 
     One matrix product serves both terms (‖x−y‖² = ‖x‖² + ‖y‖² − 2x·y), so the cost is
     that of x @ yᵀ. The expansion loses precision near 0 (about √(ε·‖x‖²)); callers
-    bound N·M by chunking (``epg.pairs``/``epg.losses``).
+    bound N·M by chunking (``epg.pairs``/``epg.loss_margin``).
     """
     if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
         raise ValueError(f"pairwise_distance expects [N, d] and [M, d], got {tuple(x.shape)} and {tuple(y.shape)}")

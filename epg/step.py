@@ -51,7 +51,8 @@ import torch.nn as nn
 from epg.augment import audio_augment, visual_augment
 from epg.bank import EmbeddingBank, gather_samples, world
 from epg.config import EPGConfig
-from epg.losses import LossTerms, multi_positive_margin_loss
+from epg.loss_infonce import multi_positive_infonce_loss
+from epg.loss_margin import LossTerms, multi_positive_margin_loss
 from epg.pairs import PairLabels, pair_labels
 from epg.samples import CandidateSet, Samples
 
@@ -110,11 +111,10 @@ def train_step(
     bank_segments = bank.segments() if bank is not None else []
     candidates = CandidateSet([anchors] + bank_segments)
     chunk = config.bank.chunk_size
-    labels = pair_labels(anchors, candidates, config.pairs, config.loss.lam, epoch, chunk)
-    terms = multi_positive_margin_loss(
-        anchors, candidates, labels, config.loss, config.pairs.mined_weight, config.pairs.mined_as, chunk,
-        bank_mining_only=config.bank.mining_only,
-    )
+    labels = pair_labels(anchors, candidates, config.pairs, config.loss.distance_lam, epoch, chunk)
+    loss = multi_positive_infonce_loss if config.loss.kind == "infonce" else multi_positive_margin_loss
+    terms = loss(anchors, candidates, labels, config.loss, config.pairs.mined_weight, config.pairs.mined_as, chunk,
+                 bank_mining_only=config.bank.mining_only)
     metrics = step_metrics(anchors.detach(), candidates, labels, terms, step=step, seed=config.optim.seed)
     metrics["world_size"] = float(world_size)
     if not math.isfinite(metrics["loss"]):

@@ -44,6 +44,8 @@ class X3DEncoder(nn.Module):
         self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1, 1), persistent=False)
         if config.checkpoint is not None:
             load_x3d_checkpoint(self, config.checkpoint)
+        elif config.init == "scratch":
+            init_from_scratch(self.net)
 
     @property
     def projection(self) -> nn.Linear:
@@ -54,6 +56,25 @@ class X3DEncoder(nn.Module):
         if video.dim() != 5 or tuple(video.shape[1:]) != expected:
             raise ValueError(f"X3DEncoder expects video [B, {', '.join(map(str, expected))}], got {tuple(video.shape)}")
         return self.net((video - self.mean) / self.std)
+
+
+def init_from_scratch(net: nn.Module) -> None:
+    """A start in which every residual branch and the projection carry signal (``VisualConfig.init``).
+
+    Convolutions: Kaiming normal (fan-out, ReLU); BatchNorm: weight 1, bias 0 (create_x3d
+    zeroes the last one of every residual branch); linear layers: PyTorch's default init
+    (create_x3d draws them from N(0, 0.01)).
+    """
+    for module in net.modules():
+        if isinstance(module, nn.Conv3d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            module.reset_parameters()
 
 
 def load_x3d_checkpoint(encoder: X3DEncoder, path: str | Path, trust_pickle: bool = False) -> list[str]:

@@ -106,7 +106,7 @@ class ScoringModel:
         model_config = config.epg.model
         if model_config.visual.embed_dim != model_config.audio.embed_dim:
             raise EmbedError(f"checkpoint {str(path)!r}: visual and audio embedding sizes differ")
-        return cls(path, checkpoint_id(path), model, model_config, float(config.epg.loss.lam))
+        return cls(path, checkpoint_id(path), model, model_config, float(config.epg.loss.distance_lam))
 
     def actor_args(self, state: Any) -> dict[str, Any]:
         """Constructor kwargs of ``ClipEmbedder`` (``state``: the state dict or an ObjectRef of it)."""

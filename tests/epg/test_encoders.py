@@ -1,4 +1,5 @@
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -126,3 +127,47 @@ def test_av_encoders_pair_rows():
     model = AVEncoders(ModelConfig.tiny())
     with pytest.raises(ValueError, match="one row per sample"):
         model(torch.rand(2, 3, 5, 32, 32), torch.zeros(3, 1, 128, 64))
+
+
+def cell_sensitivity(config: VisualConfig, seed: int = 0, cells: int = 8) -> torch.Tensor:
+    """How much f_v's output moves when one cell of a cells x cells grid of the crop is redrawn
+    (train mode, as the encoder trains: BatchNorm on batch statistics), relative to its norm."""
+    torch.manual_seed(seed)
+    encoder = X3DEncoder(config).train()
+    side = config.crop_size // cells
+    video = torch.rand(4, 3, config.frames, config.crop_size, config.crop_size)
+    with torch.no_grad():
+        base = encoder(video)[0]
+        effect = torch.zeros(cells, cells)
+        for i in range(cells):
+            for j in range(cells):
+                changed = video.clone()
+                changed[:1, :, :, side * i:side * (i + 1), side * j:side * (j + 1)] = torch.rand(1, 3, config.frames, side, side)
+                effect[i, j] = (encoder(changed)[0] - base).norm() / base.norm()
+    return effect
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_from_scratch_the_visual_encoder_sees_every_cell_of_the_crop(preset):
+    config = (ModelConfig.tiny() if preset == "tiny" else ModelConfig.small()).visual
+    for seed in range(2):
+        effect = cell_sensitivity(config, seed)
+        assert effect.min() > 0.01 * effect.max(), effect  # no cell is ignored
+        assert effect.median() > 0.2 * effect.max(), effect  # and none dominates
+    # PyTorchVideo's init (zeroed residual branches, stride-2 shortcuts) sees the cells at multiples
+    # of the total stride (the top-left one) and hardly anything else: the rest reach sample 0
+    # through BatchNorm's batch statistics only.
+    blind = cell_sensitivity(replace(config, init="pytorchvideo"))
+    assert blind.median() < 0.05 * blind.max(), blind
+
+
+def test_scratch_init_leaves_a_loaded_checkpoint_as_it_is(tmp_path):
+    config = ModelConfig.tiny().visual
+    torch.manual_seed(0)
+    source = X3DEncoder(replace(config, init="pytorchvideo"))
+    path = tmp_path / "x3d.pt"
+    torch.save(source.net.state_dict(), path)
+    loaded = X3DEncoder(replace(config, checkpoint=str(path)))
+    for (name, mine), theirs in zip(loaded.net.state_dict().items(), source.net.state_dict().values()):
+        if not name.startswith("blocks.5.proj."):
+            assert torch.equal(mine, theirs), name

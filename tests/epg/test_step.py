@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -7,9 +8,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from epg.bank import EmbeddingBank, sum_gradients
-from epg.config import AugmentConfig, BankConfig, EPGConfig, ModelConfig, PairConfig
+from epg.config import AugmentConfig, BankConfig, EPGConfig, LossConfig, ModelConfig, PairConfig
 from epg.encoders import build_encoders
-from epg.losses import multi_positive_margin_loss
+from epg.loss_margin import multi_positive_margin_loss
 from epg.pairs import PairLabels, tpg_labels
 from epg.samples import CandidateSet, Samples
 from epg.step import NonFiniteLossError, step_metrics, train_step
@@ -20,6 +21,7 @@ CONFIG = EPGConfig(
     bank=BankConfig(size=10, chunk_size=3),
     augment=AugmentConfig(enabled=False),
 )
+CONFIGS = {"hadsell": CONFIG, "infonce": replace(CONFIG, loss=LossConfig(kind="infonce", temperature=0.2))}
 TWIN, TWIN_OF = 6, 1  # global sample 6 (rank 1) repeats sample 1's inputs (rank 0) in another stream
 
 
@@ -54,13 +56,13 @@ def grads(model) -> dict[str, torch.Tensor]:
     return {name: p.grad.detach().clone() for name, p in model.named_parameters()}
 
 
-def run_steps(model, slices, group_sum) -> dict:
+def run_steps(model, slices, group_sum, config: EPGConfig = CONFIG) -> dict:
     """Step 1 (empty bank) and step 2 (bank holding step 1), losses, gradients, labels, bank."""
-    bank = EmbeddingBank(CONFIG.bank.size, CONFIG.bank.chunk_size)
+    bank = EmbeddingBank(config.bank.size, config.bank.chunk_size)
     record: dict = {"loss": [], "grads": [], "mined": [], "metrics": []}
     for step, batch in enumerate(slices):
         model.zero_grad()
-        out = train_step(model, batch, bank, CONFIG, epoch=0, step=step)
+        out = train_step(model, batch, bank, config, epoch=0, step=step)
         out.loss.backward()
         if group_sum:
             sum_gradients(model)
@@ -72,7 +74,8 @@ def run_steps(model, slices, group_sum) -> dict:
     return record
 
 
-def _worker(rank: int, init: str, out_dir: str) -> None:
+def _worker(rank: int, init: str, out_dir: str, kind: str) -> None:
+    config = CONFIGS[kind]
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
     try:
@@ -80,11 +83,11 @@ def _worker(rank: int, init: str, out_dir: str) -> None:
         first, second = global_batch(0), global_batch(1)
         # Step 1: 4 + 4 samples; step 2: 5 + 3 (unequal local batches, as at an epoch's end).
         bounds = [(0, 4), (4, 8)][rank], [(0, 5), (5, 8)][rank]
-        record = run_steps(model, [split(first, *bounds[0]), split(second, *bounds[1])], group_sum=True)
+        record = run_steps(model, [split(first, *bounds[0]), split(second, *bounds[1])], group_sum=True, config=config)
         # The same first step under DDP (which averages gradients): backward ddp_loss.
         ddp = torch.nn.parallel.DistributedDataParallel(make_model())
         ddp.zero_grad()
-        out = train_step(ddp, split(first, *bounds[0]), EmbeddingBank(10, 3), CONFIG, epoch=0, step=0)
+        out = train_step(ddp, split(first, *bounds[0]), EmbeddingBank(10, 3), config, epoch=0, step=0)
         out.ddp_loss.backward()
         record["ddp_grads"] = grads(ddp.module)
         torch.save(record, Path(out_dir) / f"rank{rank}.pt")
@@ -92,10 +95,11 @@ def _worker(rank: int, init: str, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def test_two_workers_equal_one_worker_with_the_whole_batch(tmp_path):
-    mp.spawn(_worker, args=(f"file://{tmp_path / 'init'}", str(tmp_path)), nprocs=2, join=True)
+@pytest.mark.parametrize("kind", sorted(CONFIGS))
+def test_two_workers_equal_one_worker_with_the_whole_batch(tmp_path, kind):
+    mp.spawn(_worker, args=(f"file://{tmp_path / 'init'}", str(tmp_path), kind), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
-    reference = run_steps(make_model(), [global_batch(0), global_batch(1)], group_sum=False)
+    reference = run_steps(make_model(), [global_batch(0), global_batch(1)], group_sum=False, config=CONFIGS[kind])
     for step in range(2):
         for record in ranks:
             torch.testing.assert_close(record["loss"][step], reference["loss"][step], rtol=1e-5, atol=1e-6)

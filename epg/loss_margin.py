@@ -6,7 +6,8 @@ over anchors i (the global batch) and candidates j (global batch + bank; with
 ``BankConfig.mining_only`` the bank gives mined positives only), in both directions, D(v_i, a_j) and D(a_i, v_j), with one label matrix for both
 (the two directions' means are averaged). ν is ``negative_weight`` (1 by
 default). A mined pair is a weighted positive (``mined_as="positive"``) or only
-left out of the negatives (``"ignore"``). An empty set contributes 0.
+left out of the negatives (``"ignore"``); same-stream candidates within
+±``negative_exclusion`` s are left out of the negatives. An empty set contributes 0.
 
 Memory: the N × C distance matrices are built one candidate chunk at a time,
 and each chunk's partial sums run under activation checkpointing, so backward
@@ -54,6 +55,7 @@ def _chunk_sums(
     mined_index: torch.Tensor,
     offset: int,
     tau: int,
+    exclusion: int,
     lam: float,
     margin: float,
     mined_positive: bool,
@@ -67,6 +69,8 @@ def _chunk_sums(
     aligned = aligned_mask(anchor_stream, anchor_t, cand_stream, cand_t, tau)
     mined = mined_mask(mined_index, offset, cand_v.shape[0])
     negative = ~(aligned | mined)
+    if exclusion:
+        negative &= ~aligned_mask(anchor_stream, anchor_t, cand_stream, cand_t, exclusion)
     if not batch_chunk:  # a bank chunk that serves mining only: its mined positives count, nothing else
         aligned = torch.zeros_like(aligned)
         negative = torch.zeros_like(negative)
@@ -108,7 +112,8 @@ def multi_positive_margin_loss(
     use_checkpoint = torch.is_grad_enabled()
     for offset, chunk in candidates.chunks(chunk_size):
         args = (anchors.v, anchors.a, chunk.v, chunk.a, labels.anchor_stream, labels.anchor_t, chunk.stream, chunk.t,
-                labels.mined_index, offset, labels.tau, config.lam, config.margin, mined_as == "positive",
+                labels.mined_index, offset, labels.tau, config.negative_exclusion, config.lam, config.margin,
+                mined_as == "positive",
                 not bank_mining_only or offset < len(anchors))
         if use_checkpoint:
             parts = checkpoint(_chunk_sums, *args, use_reentrant=False, preserve_rng_state=False)

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from epg.config import LossConfig, PairConfig
-from epg.losses import multi_positive_margin_loss
+from epg.loss_margin import multi_positive_margin_loss
 from epg.pairs import PairLabels, pair_labels, tpg_labels
 from epg.samples import CandidateSet, Samples
 
