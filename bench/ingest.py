@@ -34,12 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil  # noqa: E402
 import ray  # noqa: E402
+from results import Printed, command_line, update_results  # noqa: E402
 
 from pipelines.ingest.config import IngestConfig  # noqa: E402
 from pipelines.ingest.job import run_ingest  # noqa: E402
 from pipelines.runtime.cluster import start_local_ray  # noqa: E402
 from pipelines.synthetic import SyntheticConfig, generate  # noqa: E402
-from results import Printed, command_line, update_results  # noqa: E402
 
 DECODE_ONLY = """
 import resource, sys, time, av

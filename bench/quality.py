@@ -48,6 +48,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
+from results import Printed, command_line, update_results  # noqa: E402
 
 from epg.config import EPGConfig  # noqa: E402
 from epg.metrics import mean_average_precision, precision_at_k  # noqa: E402
@@ -65,7 +66,6 @@ from pipelines.train.args import config_from_args, parse_args  # noqa: E402
 from pipelines.train.checkpoint import build_model, write_model  # noqa: E402
 from pipelines.train.config import PRESETS  # noqa: E402
 from pipelines.train.driver import run_pretrain  # noqa: E402
-from results import Printed, command_line, update_results  # noqa: E402
 
 # Pair-label settings per method (EPGConfig.pairs fields); None = random encoders, no training.
 NO_SAFEGUARDS = {"warmup_epochs": 0, "cap": None, "exclusion_window": 0, "mined_weight": 1.0}

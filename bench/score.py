@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import ray  # noqa: E402
 import torch  # noqa: E402
+from results import Printed, command_line, update_results  # noqa: E402
 
 from epg.search import SearchIndex  # noqa: E402
 from pipelines.ingest.clips_dataset import read_stream  # noqa: E402
@@ -43,7 +44,6 @@ from pipelines.synthetic import SyntheticConfig, generate  # noqa: E402
 from pipelines.train.args import config_from_args, parse_args  # noqa: E402
 from pipelines.train.checkpoint import build_model, load_model, write_model  # noqa: E402
 from pipelines.train.data import decode_clips  # noqa: E402
-from results import Printed, command_line, update_results  # noqa: E402
 
 CROPS = {"tiny": 32, "small": 64, "x3d_m": 160}
 

@@ -22,8 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.synthetic import SyntheticConfig, generate  # noqa: E402
 from results import Printed, command_line, update_results  # noqa: E402
+
+from pipelines.synthetic import SyntheticConfig, generate  # noqa: E402
 
 CASES = {
     "320x180x3": dict(size=(320, 180), fps=10.0, views=("train", "similar", "challenging")),

@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from results import Printed, command_line, update_results  # noqa: E402
 
 from pipelines.ingest.config import IngestConfig  # noqa: E402
 from pipelines.ingest.job import run_ingest  # noqa: E402
@@ -30,7 +31,6 @@ from pipelines.runtime.cluster import start_local_ray  # noqa: E402
 from pipelines.synthetic import SyntheticConfig, generate  # noqa: E402
 from pipelines.train.args import config_from_args, parse_args  # noqa: E402
 from pipelines.train.driver import run_pretrain  # noqa: E402
-from results import Printed, command_line, update_results  # noqa: E402
 
 WARMUP_STEPS = 3
 

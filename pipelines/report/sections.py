@@ -151,10 +151,13 @@ def pretrain_section(run_dir: Path | None) -> str:
         Card("epochs x steps", f"{len(epochs)} x {int(as_float(epochs[-1].get('steps')))}", f"batch {optim.get('batch_size')}",
              "neutral"),
     ]
+    cards += learning_cards(epochs[-1])
     wanted = [("epoch", "epoch"), ("loss", "loss"), ("positives_per_anchor", "positives / anchor"),
               ("extra_positives_per_anchor", "mined / anchor"), ("mined_label_precision", "mined sharing a label"),
               ("random_label_share", "random sharing a label"), ("mined_time_gap", "mined time gap (s)"),
-              ("random_time_gap", "random time gap (s)"), ("samples_per_s", "samples / s")]
+              ("random_time_gap", "random time gap (s)"), ("holdout_pair_auc", "held-out pair AUC"),
+              ("holdout_recall_at_k", "held-out v→a recall@10"), ("holdout_recall_chance", "recall@10 by chance"),
+              ("samples_per_s", "samples / s")]
     present = [(k, h) for k, h in wanted if k in epochs[0]]
     rows = []
     for e in epochs:
@@ -165,6 +168,17 @@ def pretrain_section(run_dir: Path | None) -> str:
     body = (card_grid(cards) + plot + "<h3>Per epoch (means over its steps; mining starts after the warm-up)</h3>"
             + html_table(rows, [k for k, _ in present], [h for _, h in present]))
     return section("Pretraining", what, body, "pretrain")
+
+
+def learning_cards(epoch: Mapping[str, str]) -> list[Card]:
+    """Did the encoders learn? The last epoch's held-out diagnostics against chance (none before they existed)."""
+    auc, recall, chance = (as_float(epoch.get(f"holdout_{k}")) for k in ("pair_auc", "recall_at_k", "recall_chance"))
+    if not math.isfinite(auc):
+        return []
+    collapsed = as_float(epoch.get("holdout_collapsed")) == 1.0
+    return [Card("held-out pair AUC", fmt(auc, 2), "a clip's picture vs its sound against far pairs; chance 0.50"
+                 + ("; embeddings collapsed" if collapsed else ""), "bad" if collapsed else tone(auc, 0.5)),
+            Card("held-out v→a recall@10", fmt(recall, 2), f"within ±2 s; chance {fmt(chance, 2)}", tone(recall, chance))]
 
 
 def anomaly_section(directory: Path | None) -> str:

@@ -55,6 +55,8 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
     p.add_argument("--weight-decay-visual", type=float, default=None, help=f"default {_EPG.optim.weight_decay_visual:g}")
     p.add_argument("--weight-decay-audio", type=float, default=None, help=f"default {_EPG.optim.weight_decay_audio:g}")
     p.add_argument("--lr-warmup-steps", type=int, default=d("lr_warmup_steps"))
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default=d("lr_schedule"),
+                   help="after the warm-up: constant, or cosine decay to 0 at the last step")
     p.add_argument("--seed", type=int, default=None, help=f"default {_EPG.optim.seed}")
     p.add_argument("--labels", default=d("labels"), help="labels table (stream_id, t, label) for diagnostics only")
     p.add_argument("--checkpoint-every", type=int, default=d("checkpoint_every"),
@@ -64,6 +66,10 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
     p.add_argument("--stop-after-steps", type=int, default=d("stop_after_steps"),
                    help="stop with a checkpoint after this many steps")
     p.add_argument("--shuffle-buffer", type=int, default=d("shuffle_buffer"))
+    p.add_argument("--holdout-fraction", type=float, default=d("holdout_fraction"),
+                   help="last share of every stream's seconds kept out of training for the per-epoch learning diagnostics")
+    p.add_argument("--no-global-shuffle", action="store_true",
+                   help="read clips in file and time order (default: one seeded random order across all footage)")
     p.add_argument("--freeze-batchnorm", action="store_true", default=d("freeze_batchnorm"))
     p.add_argument("--log-every", type=int, default=d("log_every"))
     p.add_argument("--log-batches", action="store_true", default=d("log_batches"),
@@ -93,6 +99,8 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
         labels=args.labels, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
         gpus_per_worker=args.gpus_per_worker, precision=args.precision, checkpoint_every=args.checkpoint_every,
         keep_checkpoints=args.keep_checkpoints, max_failures=args.max_failures, stop_after_steps=args.stop_after_steps,
-        shuffle_buffer=args.shuffle_buffer, lr_warmup_steps=args.lr_warmup_steps,
+        shuffle_buffer=args.shuffle_buffer, global_shuffle=not args.no_global_shuffle,
+        holdout_fraction=args.holdout_fraction,
+        lr_warmup_steps=args.lr_warmup_steps, lr_schedule=args.lr_schedule,
         freeze_batchnorm=args.freeze_batchnorm, log_every=args.log_every, log_batches=args.log_batches,
     )

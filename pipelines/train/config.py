@@ -10,6 +10,7 @@ from epg.config import EPGConfig, ModelConfig, VisualConfig
 from epg.configs import Config
 
 Pairing = Literal["epg", "tpg"]
+LRSchedule = Literal["constant", "cosine"]
 Precision = Literal["auto", "bf16", "fp32"]
 PAIRINGS: tuple[str, ...] = get_args(Pairing)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -50,8 +51,12 @@ class PretrainConfig(Config):
     max_failures: int = 0
     stop_after_steps: int | None = None  # stop (with a checkpoint) after this many steps in total
     shuffle_buffer: int = 512  # visual samples per worker; 0 = no shuffle
+    global_shuffle: bool = True  # clips in a seeded random order across all footage (else file and time order)
+    holdout_fraction: float = 0.1  # last share of every stream's seconds kept out of training, for the diagnostics
+    holdout_max_clips: int = 1000  # held-out clips embedded at every epoch end (evenly spread)
     prefetch_batches: int = 2
     lr_warmup_steps: int = 0
+    lr_schedule: LRSchedule = "constant"  # after the warm-up: constant, or cosine decay to 0 at the last step
     freeze_batchnorm: bool = False  # BatchNorm on running statistics (exact data-parallel equivalence on CPU)
     sync_batchnorm: bool = True  # SyncBatchNorm across GPU workers
     log_every: int = 10
@@ -75,6 +80,12 @@ class PretrainConfig(Config):
             fail("epg.pairs.enabled", f"{self.pairing == 'epg'} for pairing {self.pairing!r}", self.epg.pairs.enabled)
         if self.precision not in PRECISIONS:
             fail("precision", f"one of {PRECISIONS}", self.precision)
+        if not 0.0 <= self.holdout_fraction < 0.5:
+            fail("holdout_fraction", "in [0, 0.5)", self.holdout_fraction)
+        if self.holdout_max_clips < 2:
+            fail("holdout_max_clips", ">= 2", self.holdout_max_clips)
+        if self.lr_schedule not in get_args(LRSchedule):
+            fail("lr_schedule", f"one of {get_args(LRSchedule)}", self.lr_schedule)
         if self.workers < 1:
             fail("workers", ">= 1", self.workers)
         if self.cpus_per_worker <= 0:

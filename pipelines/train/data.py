@@ -5,6 +5,7 @@ training workers and streams ahead of them):
 
     read_parquet(complete streams only, DESIGN §3.1 columns)
       -> drop clips without audio or video (they have no aligned pair)
+      -> (global_shuffle) one seeded random order of the clips across all footage
       -> map_batches(decode_clips): JPEG decode of the 2·F crops, log-mel
          reshape to [1, n_mels, T], stream id -> index, optional label join;
          each clip row becomes TWO visual samples (crop 0, crop 1) with the same
@@ -207,17 +208,28 @@ def build_dataset(
     labels: Mapping[str, Mapping[int, int]] | None = None,
     *,
     clips_per_task: int = 32,
+    shuffle_seed: int | None = None,
+    holdout: Mapping[str, int] | None = None,
 ):
     """The training dataset of visual samples (lazy; Ray Train executes it once per epoch).
 
-    Its order is deterministic (file order, rows in time order), so with
-    ``preserve_order`` the split across workers is too (see ``pipelines.train.driver``);
-    the per-epoch shuffle happens in each worker's ``iter_batches``.
+    Its order is deterministic, so with ``preserve_order`` the split across workers is too
+    (see ``pipelines.train.driver``): file order and rows in time order, or, with
+    ``shuffle_seed``, the clips in one seeded random order across all of the footage (time-ordered
+    rows would make every batch a few minutes of one stream). The per-epoch variation comes
+    from each worker's seeded local shuffle in ``iter_batches``. A clip's two crops stay adjacent.
+    ``holdout`` ({stream_id: first held-out second}, ``pipelines.train.holdout``) leaves those seconds out.
     """
     import ray.data
 
     dataset = ray.data.read_parquet(list(info.files), columns=CLIP_COLUMNS, filesystem=OutputStore(info.root).fs)
     dataset = dataset.map_batches(_keep_complete, batch_format="numpy", batch_size=None, zero_copy_batch=True)
+    if holdout:
+        from pipelines.train.holdout import training_rows
+
+        dataset = dataset.map_batches(training_rows, batch_format="numpy", batch_size=None, fn_kwargs={"cutoffs": dict(holdout)})
+    if shuffle_seed is not None:
+        dataset = dataset.random_shuffle(seed=shuffle_seed)
     return dataset.map_batches(
         decode_clips,
         batch_format="numpy",

@@ -23,6 +23,7 @@ from pipelines.runtime.cluster import check_capacity, ensure_ray
 from pipelines.train.checkpoint import CONFIG_FILE
 from pipelines.train.config import OPERATIONAL_FIELDS, PretrainConfig, PretrainError
 from pipelines.train.data import ClipsError, ClipsInfo, build_dataset, check_compatible, inspect_clips, load_label_index
+from pipelines.train.holdout import holdout_cutoffs
 from pipelines.train.loop import train_loop
 
 
@@ -87,6 +88,12 @@ def absolute_paths(config: PretrainConfig) -> PretrainConfig:
                                labels=None if config.labels is None else local(config.labels), epg=epg)
 
 
+def estimated_steps(config: PretrainConfig, info: ClipsInfo) -> int:
+    """The run's optimizer steps if every clip has audio and video (the cosine schedule ends there)."""
+    per_epoch = int(2 * info.rows * (1 - config.holdout_fraction)) // (config.workers * config.epg.optim.batch_size)
+    return max(1, per_epoch) * config.epg.optim.epochs
+
+
 def run_pretrain(config: PretrainConfig, ray_address: str | None = None) -> PretrainResult:
     """Check everything, record the config, train. Resumes from the run dir's latest checkpoint."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
@@ -99,7 +106,8 @@ def run_pretrain(config: PretrainConfig, ray_address: str | None = None) -> Pret
                    spare_for="the Ray Data decode tasks", hint="lower --workers or --cpus-per-worker")
     write_config(config, info, names)
 
-    dataset = build_dataset(info, labels)
+    dataset = build_dataset(info, labels, shuffle_seed=config.epg.optim.seed if config.global_shuffle else None,
+                            holdout=holdout_cutoffs(info, config.holdout_fraction))
     options = DataConfig.default_ingest_options()
     options.preserve_order = True  # a deterministic split across workers (exact resume)
     dataset.context.max_errored_blocks = 0  # a clip that cannot be decoded stops training, never silently shrinks it
@@ -107,7 +115,7 @@ def run_pretrain(config: PretrainConfig, ray_address: str | None = None) -> Pret
     run_dir = Path(config.run_dir).resolve()
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"config": config.to_dict()},
+        train_loop_config={"config": config.to_dict(), "total_steps": estimated_steps(config, info)},
         torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=config.workers,

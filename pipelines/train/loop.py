@@ -21,15 +21,28 @@ from epg.optim import apply_schedule, build_optimizer
 from epg.step import train_step
 from pipelines.train.checkpoint import Position, build_model, load_checkpoint, save_checkpoint
 from pipelines.train.config import PretrainConfig
-from pipelines.train.data import to_torch_batch
+from pipelines.train.data import inspect_clips, to_torch_batch
+from pipelines.train.holdout import describe, holdout_cutoffs, holdout_diagnostics, load_holdout
 from pipelines.train.metrics import MetricsLog, progress
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: PretrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear learning-rate warm-up over ``lr_warmup_steps`` steps, then constant."""
+def build_scheduler(optimizer: torch.optim.Optimizer, config: PretrainConfig,
+                    total_steps: int | None = None) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear learning-rate warm-up over ``lr_warmup_steps`` steps, then constant (``lr_schedule="constant"``)
+    or a cosine decay to 0 at ``total_steps`` (``"cosine"``; the driver estimates the run's step count)."""
     warmup = config.lr_warmup_steps
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 if warmup == 0 else min(1.0, (step + 1) / warmup))
+    if config.lr_schedule == "cosine" and not total_steps:
+        raise ValueError("the cosine learning-rate schedule needs the run's total number of steps")
 
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if config.lr_schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 class Autocast(nn.Module):
@@ -76,7 +89,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device)
     optimizer = build_optimizer(model, optim)
-    scheduler = build_scheduler(optimizer, config)
+    scheduler = build_scheduler(optimizer, config, loop_config.get("total_steps"))
     bank = EmbeddingBank.from_config(epg.bank)
     position = Position()
     torch.manual_seed(optim.seed * 1_000 + rank + 1)  # per-rank stream (dropout); saved in checkpoints
@@ -87,6 +100,10 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
     forward: nn.Module = Autocast(model, device.type) if bf16 else model
     log = MetricsLog(run_dir, position.step, optim.epochs) if rank == 0 else None
+    holdout = None
+    if rank == 0 and config.holdout_fraction > 0:
+        info = inspect_clips(config.clips)
+        holdout = load_holdout(info, holdout_cutoffs(info, config.holdout_fraction), config.holdout_max_clips)
     batch_log = None
     if config.log_batches:
         (run_dir / "batches").mkdir(parents=True, exist_ok=True)
@@ -167,9 +184,10 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                     return
                 started = time.perf_counter()
             if log is not None:
-                summary = log.epoch_end(epoch)
+                diagnostics = holdout_diagnostics(model, holdout, epg.loss.distance_lam, device) if holdout else {}
+                summary = log.epoch_end(epoch, diagnostics)
                 progress(f"epoch {epoch + 1}/{optim.epochs} done: {int(summary['steps'])} steps, "
-                         f"mean loss {summary.get('loss', math.nan):.4f}")
+                         f"mean loss {summary.get('loss', math.nan):.4f}{describe(diagnostics)}")
             position.epoch, position.batch = epoch + 1, 0
             report(f"checkpoint_step{position.step:09d}_end_of_epoch{epoch + 1:04d}")
     finally:

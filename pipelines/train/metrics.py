@@ -39,13 +39,15 @@ class MetricsLog:
                 f"{row['samples_per_s']:.1f} samples/s, waiting for data {row['data_wait_fraction']:.0%}"
             )
 
-    def epoch_end(self, epoch: int) -> dict[str, float]:
+    def epoch_end(self, epoch: int, extra: Mapping[str, float] | None = None) -> dict[str, float]:
+        """The epoch's means of the step metrics, plus ``extra`` (the held-out diagnostics), into epochs.csv."""
         rows = [r for r in self.step_rows if int(float(r["epoch"])) == epoch]
         keys = [k for k in rows[0] if k not in ("epoch", "step")] if rows else []
         means = {"epoch": float(epoch), "steps": float(len(rows))}
         for key in keys:
             values = [float(r[key]) for r in rows if not math.isnan(float(r[key]))]
             means[key] = sum(values) / len(values) if values else math.nan
+        means.update(extra or {})
         _append_csv(self.epochs_path, means)
         for key, value in means.items():
             if key != "epoch":
