@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from epg.config import MINING_RULES, SCHEDULES, EPGConfig
+from epg.config import LOSS_KINDS, MINING_RULES, SCHEDULES, VISUAL_INITS, EPGConfig
 from pipelines.runtime.cli import add_deprecated_alias, add_ray_options
 from pipelines.train.config import PAIRINGS, PRECISIONS, PRESETS, PretrainConfig, build_pretrain_config
 
@@ -44,6 +44,12 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
     p.add_argument("--bank-size", type=int, default=None, help=f"default {_EPG.bank.size}")
     p.add_argument("--bank-negatives", action="store_true",
                    help="bank rows are also aligned pairs and negatives of the loss (default: mining candidates only)")
+    p.add_argument("--loss", choices=LOSS_KINDS, default=None, help=f"loss family (default {_EPG.loss.kind})")
+    p.add_argument("--temperature", type=float, default=None, help=f"InfoNCE temperature (default {_EPG.loss.temperature:g})")
+    p.add_argument("--negative-exclusion", type=int, default=None,
+                   help=f"same-stream candidates within this many seconds are not negatives (default {_EPG.loss.negative_exclusion})")
+    p.add_argument("--visual-init", choices=VISUAL_INITS, default=None,
+                   help=f"visual encoder init without a checkpoint (default {_EPG.model.visual.init})")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--visual-checkpoint", default=None, help="pretrained X3D state dict (local path)")
     p.add_argument("--audio-checkpoint", default=None, help="pretrained audio ResNet state dict (local path)")
@@ -95,6 +101,8 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
                       "lr_audio": args.lr_audio, "weight_decay_visual": args.weight_decay_visual,
                       "weight_decay_audio": args.weight_decay_audio, "seed": args.seed}),
         bank=_given({"size": args.bank_size, "mining_only": False if args.bank_negatives else None}),
+        loss=_given({"kind": args.loss, "temperature": args.temperature, "negative_exclusion": args.negative_exclusion}),
+        visual_init=args.visual_init,
         augment=not args.no_augment,
         labels=args.labels, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
         gpus_per_worker=args.gpus_per_worker, precision=args.precision, checkpoint_every=args.checkpoint_every,

@@ -126,13 +126,15 @@ def build_pretrain_config(
     pairs: Mapping[str, Any] | None = None,
     optim: Mapping[str, Any] | None = None,
     bank: Mapping[str, Any] | None = None,
+    loss: Mapping[str, Any] | None = None,
+    visual_init: str | None = None,
     augment: bool = True,
     **run: Any,
 ) -> PretrainConfig:
     """A ``PretrainConfig`` from a model preset and overrides, by the rules ``jobs/pretrain.py`` follows.
 
     The model comes from ``preset`` (and ``crop_size``) with the pretrained-weight paths; the EPG
-    config is ``epg`` (default ``EPGConfig()``) with ``pairs``/``optim``/``bank`` fields replaced;
+    config is ``epg`` (default ``EPGConfig()``) with ``pairs``/``optim``/``bank``/``loss`` fields replaced;
     mining is on exactly for ``pairing="epg"``; the schedule is ``audio_first`` with a visual
     checkpoint and ``joint`` without, unless ``optim`` names one; ``augment=False`` switches
     augmentation off. ``run`` holds the other ``PretrainConfig`` fields (workers, labels ...).
@@ -141,8 +143,8 @@ def build_pretrain_config(
         raise PretrainError(f"PretrainConfig.preset must be one of {sorted(PRESETS)}, got {preset!r}")
     base = epg or EPGConfig()
     model = PRESETS[preset](crop_size)
-    model = replace(model, visual=replace(model.visual, checkpoint=visual_checkpoint),
-                    audio=replace(model.audio, checkpoint=audio_checkpoint))
+    visual = replace(model.visual, checkpoint=visual_checkpoint, **({"init": visual_init} if visual_init else {}))
+    model = replace(model, visual=visual, audio=replace(model.audio, checkpoint=audio_checkpoint))
     optim = {"schedule": "audio_first" if visual_checkpoint else "joint", **(optim or {})}
     try:
         epg = replace(
@@ -151,6 +153,7 @@ def build_pretrain_config(
             pairs=replace(base.pairs, **{"enabled": pairing == "epg", **(pairs or {})}),
             optim=replace(base.optim, **optim),
             bank=replace(base.bank, **(bank or {})),
+            loss=replace(base.loss, **(loss or {})),
             augment=base.augment if augment else replace(base.augment, enabled=False),
         )
     except (TypeError, ValueError) as exc:
