@@ -25,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from epg.config import LossConfig, MinedAs
 from epg.loss_margin import LossTerms
-from epg.pairs import PairLabels, aligned_mask, mined_mask
+from epg.pairs import PairLabels, loss_masks
 from epg.samples import CandidateSet, Samples
 
 
@@ -48,13 +48,8 @@ def _chunk_parts(
     batch_chunk: bool,
 ) -> tuple[torch.Tensor, ...]:
     """One candidate chunk, per direction: per-anchor log-sum-exp over P ∪ N, Σ w·s over P, Σ w; counts."""
-    aligned = aligned_mask(anchor_stream, anchor_t, cand_stream, cand_t, tau)
-    mined = mined_mask(mined_index, offset, cand_v.shape[0]) & ~aligned
-    near = aligned_mask(anchor_stream, anchor_t, cand_stream, cand_t, exclusion) if exclusion else torch.zeros_like(aligned)
-    negative = ~(aligned | mined | near)
-    if not batch_chunk:  # a bank chunk that serves mining only
-        aligned = torch.zeros_like(aligned)
-        negative = torch.zeros_like(negative)
+    aligned, mined, negative = loss_masks(anchor_stream, anchor_t, cand_stream, cand_t, mined_index, offset, tau,
+                                          exclusion, batch_chunk)
     if not mined_positive:
         mined = torch.zeros_like(mined)
     weight = aligned.float() + mined_weight * mined.float()

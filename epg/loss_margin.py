@@ -26,7 +26,7 @@ from torch.utils.checkpoint import checkpoint
 
 from epg.config import LossConfig, MinedAs
 from epg.distance import pairwise_distance
-from epg.pairs import PairLabels, aligned_mask, mined_mask
+from epg.pairs import PairLabels, loss_masks
 from epg.samples import CandidateSet, Samples
 
 
@@ -63,17 +63,11 @@ def _chunk_sums(
 ) -> tuple[torch.Tensor, ...]:
     """One candidate chunk, both directions: Σ_aligned D², Σ_mined D², Σ_negative hinge², and the three counts.
 
-    The label masks are rebuilt here from (stream, t) and the sparse mined indices, so
-    that checkpointing saves only those small inputs and never an N × chunk mask.
+    The label masks are rebuilt here (``epg.pairs.loss_masks``), so that checkpointing saves
+    only small inputs and never an N × chunk mask.
     """
-    aligned = aligned_mask(anchor_stream, anchor_t, cand_stream, cand_t, tau)
-    mined = mined_mask(mined_index, offset, cand_v.shape[0])
-    negative = ~(aligned | mined)
-    if exclusion:
-        negative &= ~aligned_mask(anchor_stream, anchor_t, cand_stream, cand_t, exclusion)
-    if not batch_chunk:  # a bank chunk that serves mining only: its mined positives count, nothing else
-        aligned = torch.zeros_like(aligned)
-        negative = torch.zeros_like(negative)
+    aligned, mined, negative = loss_masks(anchor_stream, anchor_t, cand_stream, cand_t, mined_index, offset, tau,
+                                          exclusion, batch_chunk)
     d_va = pairwise_distance(v, cand_a, lam)
     d_av = pairwise_distance(a, cand_v, lam)
     squared = d_va.square() + d_av.square()

@@ -53,6 +53,27 @@ def mined_mask(mined_index: torch.Tensor, offset: int, size: int) -> torch.Tenso
     return mask[:, :size]
 
 
+def loss_masks(anchor_stream: torch.Tensor, anchor_t: torch.Tensor, stream: torch.Tensor, t: torch.Tensor,
+               mined_index: torch.Tensor, offset: int, tau: int, exclusion: int,
+               batch_chunk: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """[N, m] (aligned, mined, negative) masks of one candidate chunk, as both losses read them.
+
+    Negatives are the candidates neither aligned nor mined nor, when ``exclusion`` > 0, of the
+    anchor's stream within ±exclusion s. A chunk of the bank that serves mining only
+    (``batch_chunk`` false) keeps its mined pairs and nothing else. Rebuilt inside each chunk
+    from (stream, t) and the sparse mined indices, so checkpointing saves only those.
+    """
+    aligned = aligned_mask(anchor_stream, anchor_t, stream, t, tau)
+    mined = mined_mask(mined_index, offset, stream.shape[0]) & ~aligned
+    negative = ~(aligned | mined)
+    if exclusion:
+        negative &= ~aligned_mask(anchor_stream, anchor_t, stream, t, exclusion)
+    if not batch_chunk:
+        aligned = torch.zeros_like(aligned)
+        negative = torch.zeros_like(negative)
+    return aligned, mined, negative
+
+
 @dataclass(frozen=True)
 class PairLabels:
     """Labels of every (anchor, candidate) pair of one step.
