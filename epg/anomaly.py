@@ -1,9 +1,11 @@
-"""Anomaly detection on the audio-visual distance (DESIGN §5).
+"""Anomaly detection (DESIGN §5): scores, a threshold fitted on reference footage, events.
 
-score_i = D(v_i, a_i), the embeddings' ``av_dist``: a second whose sound does not
-fit its picture is unusual. A threshold μ + k·σ is fitted on scores of reference
-(training) footage; seconds above it are anomalous, and runs of anomalous seconds
-become events with a start, an end and a peak.
+Scores of a second: ``av_dist`` = D(v_i, a_i), the paper's (a sound that does not fit its
+picture); ``knn_novelty`` of one modality, the mean distance to its k nearest seconds of the
+reference footage (what was never seen or heard there); ``fuse``, the mean of several scores'
+z-scores against the reference. A threshold μ + k·σ is fitted on the reference seconds' scores;
+seconds above it are anomalous, and runs of anomalous seconds become events with a start, an
+end and a peak.
 
 Decisions (the design is silent):
 - σ is the population standard deviation (ddof 0) of the reference scores.
@@ -22,6 +24,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+
+from epg.distance import pairwise_distance
+
+# Queries per distance block of ``knn_novelty`` (memory: block × reference rows floats).
+_KNN_BLOCK = 2048
 
 
 @dataclass(frozen=True)
@@ -109,3 +117,52 @@ def detect_events(
         rows = stream_id == sid
         events += merge_events(sid, np.asarray(t)[rows], np.asarray(scores)[rows], anomalous[rows], max_gap)
     return anomalous, events
+
+
+def knn_novelty(query: np.ndarray, query_stream: np.ndarray, query_t: np.ndarray, reference: np.ndarray,
+                reference_stream: np.ndarray, reference_t: np.ndarray, *, k: int = 10, exclusion: int = 60,
+                lam: float = 0.5) -> np.ndarray:
+    """Mean D to the ``k`` nearest reference rows of every query row (one modality's embeddings).
+
+    Reference rows of the query's own stream within ±``exclusion`` s are left out, so a reference
+    second is not its own neighbour (and the reference's scores, which fit the threshold, are
+    measured the way every other second's are). A query with fewer than k eligible rows averages
+    those it has (NaN when none).
+    """
+    if k < 1 or exclusion < 0:
+        raise ValueError(f"knn_novelty: k must be >= 1 and exclusion >= 0, got {k} and {exclusion}")
+    ref = torch.as_tensor(np.asarray(reference, dtype=np.float32))
+    ref_stream = np.asarray(reference_stream, dtype=object)
+    ref_t = torch.as_tensor(np.asarray(reference_t, dtype=np.int64))
+    streams = {sid: i for i, sid in enumerate(sorted(set(ref_stream.tolist()) | set(np.asarray(query_stream).tolist())))}
+    ref_code = torch.as_tensor([streams[s] for s in ref_stream.tolist()], dtype=torch.int64)
+    out = np.empty(len(query), dtype=np.float64)
+    for lo in range(0, len(query), _KNN_BLOCK):
+        hi = min(lo + _KNN_BLOCK, len(query))
+        q = torch.as_tensor(np.asarray(query[lo:hi], dtype=np.float32))
+        code = torch.as_tensor([streams[s] for s in np.asarray(query_stream[lo:hi]).tolist()], dtype=torch.int64)
+        t = torch.as_tensor(np.asarray(query_t[lo:hi], dtype=np.int64))
+        with torch.no_grad():
+            d = pairwise_distance(q, ref, lam).double()
+        near = (code[:, None] == ref_code[None, :]) & ((t[:, None] - ref_t[None, :]).abs() <= exclusion)
+        d = d.masked_fill(near, float("inf"))
+        top = d.topk(min(k, d.shape[1]), dim=1, largest=False).values
+        finite = torch.isfinite(top)
+        count = finite.sum(dim=1)
+        total = torch.where(finite, top, torch.zeros_like(top)).sum(dim=1)
+        out[lo:hi] = torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, float("nan"))).numpy()
+    return out
+
+
+def fuse(scores: list[np.ndarray], reference: np.ndarray) -> np.ndarray:
+    """Mean z-score of several scores of the same seconds, each standardised on the ``reference`` rows (a mask)."""
+    if not scores:
+        raise ValueError("fuse: no scores")
+    reference = np.asarray(reference, dtype=bool)
+    parts = []
+    for score in scores:
+        values = np.asarray(score, dtype=np.float64)
+        base = values[reference]
+        std = float(base.std())
+        parts.append((values - float(base.mean())) / (std if std > 0 else 1.0))
+    return np.mean(parts, axis=0)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout / ray working dir
 
-from pipelines.downstream.anomaly_job import AnomalyJobConfig, format_summary, run_anomaly  # noqa: E402
+from pipelines.downstream.anomaly_job import SCORES, AnomalyJobConfig, format_summary, run_anomaly  # noqa: E402
 from pipelines.downstream.clock import Clock, parse_start_time_args  # noqa: E402
 from pipelines.runtime.cli import add_deprecated_alias, add_output_option  # noqa: E402
 
@@ -28,6 +28,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reference", nargs="+", required=True, metavar="STREAM", help="streams the threshold is fitted on")
     p.add_argument("--streams", nargs="+", default=[], metavar="STREAM", help="streams to score (default: all)")
     p.add_argument("--sigma", type=float, default=d("sigma"), help="threshold = mean + sigma * std of the reference scores")
+    p.add_argument("--score", choices=SCORES, default=d("score"),
+                   help="av_dist: D(v, a); knn_visual/knn_audio: distance to the nearest reference seconds; fusion: both")
+    p.add_argument("--knn-k", type=int, default=d("knn_k"), help="neighbours of the kNN scores")
+    p.add_argument("--knn-exclusion", type=int, default=d("knn_exclusion"),
+                   help="seconds of a query's own stream that are not its neighbours")
+    p.add_argument("--clips", default=None, help="clips root: adds a loudness baseline to the summary (with --labels)")
     p.add_argument("--max-gap", type=int, default=d("max_gap"),
                    help="merge anomalous runs separated by at most this many normal seconds (0: contiguous only)")
     p.add_argument("--labels", default=None, help="labels table (Parquet/CSV) for ROC-AUC / AP and event recall")
@@ -46,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = AnomalyJobConfig(
             embeddings=args.embeddings, output=args.output, reference=tuple(args.reference), streams=tuple(args.streams),
-            sigma=args.sigma, max_gap=args.max_gap, labels=args.labels, anomaly_classes=tuple(args.anomaly_classes),
+            sigma=args.sigma, score=args.score, knn_k=args.knn_k, knn_exclusion=args.knn_exclusion, clips=args.clips,
+            max_gap=args.max_gap, labels=args.labels, anomaly_classes=tuple(args.anomaly_classes),
             start_times=parse_start_time_args(args.start_time), plots=not args.no_plots,
         )
         result = run_anomaly(config)

@@ -14,7 +14,14 @@ Output directory:
                             metrics_per_stream), event precision/recall
 
 Decisions (where the design is silent):
-- The score is the embeddings' ``av_dist`` (D(v, a) with the model's λ), not recomputed.
+- ``score``: ``av_dist`` (the default; the embeddings' D(v, a) with the model's λ, not
+  recomputed), ``knn_visual`` / ``knn_audio`` (``epg.anomaly.knn_novelty``: the mean distance to
+  the ``knn_k`` nearest reference seconds, leaving out the query's own stream within
+  ±``knn_exclusion`` s, also for the reference seconds that fit the threshold), or ``fusion``
+  (the mean of the two modalities' novelty z-scores on the reference). The threshold is fitted
+  on the reference seconds' values of the chosen score.
+- ``clips`` with labels adds a loudness baseline (the mean log-mel of each second) to the
+  summary, so a detector that only hears loud seconds is not mistaken for a learned one.
 - Streams scored (``streams``): all streams of the embeddings when not given, the
   reference included (its events show what the threshold flags on known footage).
 - With labels, a second is a true anomaly when one of ``anomaly_classes`` is present
@@ -37,7 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from epg.anomaly import Event, Threshold, detect_events, fit_threshold, merge_events
+from epg.anomaly import Event, Threshold, detect_events, fit_threshold, fuse, knn_novelty, merge_events
 from epg.configs import Config
 from epg.metrics import average_precision, roc_auc
 from pipelines.downstream import DownstreamError
@@ -48,6 +55,7 @@ from pipelines.downstream.plots import anomaly_timeline_png
 from pipelines.score.embeddings import Embeddings, read_embeddings
 
 TIMELINE_PREFIX = "timeline-"
+SCORES: tuple[str, ...] = ("av_dist", "knn_visual", "knn_audio", "fusion")
 # Classes that count as anomalies when labels are given (the synthetic footage's: glass, scream, speeding car).
 DEFAULT_ANOMALY_CLASSES: tuple[str, ...] = ("glass_break", "scream", "speeding_car")
 
@@ -61,6 +69,10 @@ class AnomalyJobConfig(Config):
     reference: tuple[str, ...]
     streams: tuple[str, ...] = ()  # () = every stream of the embeddings
     sigma: float = 2.0  # threshold = mean + sigma * std of the reference scores
+    score: str = "av_dist"  # one of SCORES
+    knn_k: int = 10
+    knn_exclusion: int = 60  # seconds of the query's own stream left out of its neighbours
+    clips: str | None = None  # clips root: the loudness baseline (with labels)
     max_gap: int = 0
     labels: str | None = None
     anomaly_classes: tuple[str, ...] = DEFAULT_ANOMALY_CLASSES
@@ -76,6 +88,11 @@ class AnomalyJobConfig(Config):
             raise ValueError("AnomalyJobConfig.reference must name at least one reference stream")
         if not math.isfinite(self.sigma) or self.sigma < 0:
             raise ValueError(f"AnomalyJobConfig.sigma must be a finite number >= 0, got {self.sigma}")
+        if self.score not in SCORES:
+            raise ValueError(f"AnomalyJobConfig.score must be one of {SCORES}, got {self.score!r}")
+        if self.knn_k < 1 or self.knn_exclusion < 0:
+            raise ValueError(f"AnomalyJobConfig.knn_k must be >= 1 and knn_exclusion >= 0, got {self.knn_k}, "
+                             f"{self.knn_exclusion}")
         if self.max_gap < 0:
             raise ValueError(f"AnomalyJobConfig.max_gap must be >= 0, got {self.max_gap}")
         if self.labels is not None and not self.anomaly_classes:
@@ -90,6 +107,46 @@ class AnomalyResult:
     events: list[Event]
     summary: dict
     files: list[str]
+
+
+def anomaly_scores(config: AnomalyJobConfig, reference: Embeddings, selected: Embeddings,
+                   lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """(the reference seconds' scores, the scored seconds' scores) of ``config.score``."""
+    if config.score == "av_dist":
+        return reference.av_dist.astype(np.float64), selected.av_dist.astype(np.float64)
+
+    def novelty(modality: str) -> tuple[np.ndarray, np.ndarray]:
+        ref = getattr(reference, modality)
+        found = []
+        for rows in (reference, selected):
+            found.append(knn_novelty(getattr(rows, modality), rows.stream_id, rows.t, ref, reference.stream_id,
+                                     reference.t, k=config.knn_k, exclusion=config.knn_exclusion, lam=lam))
+        if not np.isfinite(found[0]).all():
+            raise DownstreamError(f"score {config.score}: some reference seconds have no reference neighbour outside "
+                                  f"±{config.knn_exclusion} s; give more reference footage or a smaller --knn-exclusion")
+        return found[0], np.nan_to_num(found[1], nan=float(np.max(found[0])))
+
+    if config.score in ("knn_visual", "knn_audio"):
+        return novelty("v" if config.score == "knn_visual" else "a")
+    visual, audio = novelty("v"), novelty("a")
+    n = len(reference)
+    mask = np.r_[np.ones(n, bool), np.zeros(len(selected), bool)]
+    fused = fuse([np.r_[visual[0], visual[1]], np.r_[audio[0], audio[1]]], mask)
+    return fused[:n], fused[n:]
+
+
+def _loudness(clips: str, selected: Embeddings) -> np.ndarray:
+    """Mean log-mel (dB) of each scored second, from the clips; NaN-free (a missing second reads as silence)."""
+    from pipelines.ingest.clips_dataset import read_stream
+
+    out = np.full(len(selected), -100.0)
+    for sid in selected.streams:
+        table = read_stream(clips, sid, columns=["t", "logmel"])
+        level = {int(t): float(np.mean(np.asarray(m, dtype=np.float32)))
+                 for t, m in zip(table["t"].to_pylist(), table["logmel"].to_numpy(zero_copy_only=False))}
+        rows = np.flatnonzero(selected.stream_id == sid)
+        out[rows] = [level.get(int(t), -100.0) for t in selected.t[rows]]
+    return out
 
 
 def _check_streams(emb: Embeddings, wanted: tuple[str, ...], what: str, root: str) -> None:
@@ -168,9 +225,9 @@ def run_anomaly(config: AnomalyJobConfig) -> AnomalyResult:
     out.write_json(CONFIG_FILE, config.to_dict())
     clock = Clock(config.start_times)
 
-    threshold = fit_threshold(emb.of_streams(config.reference).av_dist, config.sigma)
     selected = emb.of_streams(streams)
-    scores = selected.av_dist.astype(np.float64)
+    reference_scores, scores = anomaly_scores(config, emb.of_streams(config.reference), selected, emb.lam)
+    threshold = fit_threshold(reference_scores, config.sigma)
     anomalous, events = detect_events(selected.stream_id, selected.t, scores, threshold, config.max_gap)
 
     second_labels = align_labels(labels_table, selected.stream_id, selected.t) if labels_table is not None else None
@@ -208,7 +265,7 @@ def run_anomaly(config: AnomalyJobConfig) -> AnomalyResult:
                            "n_events": sum(e.stream_id == sid for e in events), "reference": sid in config.reference}
     summary = {
         "threshold": threshold.value, "mean": threshold.mean, "std": threshold.std, "k": threshold.k,
-        "max_gap": config.max_gap, "n_reference_seconds": threshold.n_reference, "reference": list(config.reference),
+        "score": config.score, "max_gap": config.max_gap, "n_reference_seconds": threshold.n_reference, "reference": list(config.reference),
         "streams": list(streams), "n_seconds": len(selected), "n_anomalous_seconds": int(anomalous.sum()),
         "n_events": len(events), "per_stream": per_stream, "model": emb.model, "lam": emb.lam,
     }
@@ -218,6 +275,10 @@ def run_anomaly(config: AnomalyJobConfig) -> AnomalyResult:
         summary["anomaly_classes"] = sorted(config.anomaly_classes)
         summary.update(_label_metrics(selected, scores, truth, labelled))
         summary.update(_event_metrics(events, selected, truth, labelled, config.max_gap))
+        if config.clips:
+            loudness = _loudness(config.clips, selected)
+            baseline = _label_metrics(selected, loudness, truth, labelled)
+            summary["loudness_baseline"] = {k: baseline[k] for k in ("roc_auc", "average_precision")}
 
     timelines = set()
     if config.plots:

@@ -181,11 +181,19 @@ def learning_cards(epoch: Mapping[str, str]) -> list[Card]:
             Card("held-out v→a recall@10", fmt(recall, 2), f"within ±2 s; chance {fmt(chance, 2)}", tone(recall, chance))]
 
 
+SCORE_MEANING = {
+    "av_dist": "D(v, a): how badly its picture and its sound agree",
+    "knn_visual": "how far its picture is from the nearest seconds of the reference camera",
+    "knn_audio": "how far its sound is from the nearest seconds of the reference footage",
+    "fusion": "how far its picture and its sound are from the nearest reference seconds (z-scores, averaged)",
+}
+
+
 def anomaly_section(directory: Path | None) -> str:
-    what = ("The score of a second is D(v, a): how badly its picture and its sound agree. The threshold "
-            "(mean + k·std) is fitted on the reference camera; contiguous seconds above it form an event. "
-            "Purple strips are the labelled anomalies (glass breaking, a scream, a speeding car).")
     summary = read_json(directory / "summary.json") if directory else None
+    what = (f"The score of a second is {SCORE_MEANING.get((summary or {}).get('score', 'av_dist'), 'its anomaly score')}. "
+            "The threshold (mean + k·std) is fitted on the reference camera; contiguous seconds above it form an event. "
+            "Purple strips are the labelled anomalies (glass breaking, a scream, a speeding car).")
     if summary is None:
         return section("Anomaly detection", what, missing("anomaly", directory), "anomaly")
     events = read_json(directory / "events.json") or {}
@@ -200,6 +208,10 @@ def anomaly_section(directory: Path | None) -> str:
                           tone(summary.get("roc_auc"), 0.5)))
         cards.append(Card("average precision", fmt(summary.get("average_precision"), 2),
                           f"chance {fmt(_share(summary), 2)}", tone(summary.get("average_precision"), _share(summary))))
+    loudness = (summary.get("loudness_baseline") or {}).get("roc_auc")
+    if loudness is not None:
+        cards.append(Card("loudness baseline ROC-AUC", fmt(loudness, 2), "the mean log-mel of each second as the score",
+                          "neutral"))
     if summary.get("event_recall") is not None:
         cards.append(Card("event recall", fmt(summary.get("event_recall"), 2),
                           f"of {summary.get('n_labelled_events')} labelled anomalies, share overlapped by an event", "neutral"))

@@ -74,3 +74,33 @@ def test_detect_events_keeps_streams_apart():
     assert anomalous.tolist() == (scores > 1).tolist()
     # b's seconds 1-2 never merge with a's; a's two hits merge across the gap of 2.
     assert [(e.stream_id, e.start, e.end) for e in events] == [("a", 0, 4), ("b", 1, 3)]
+
+
+def test_knn_novelty_is_the_mean_distance_to_the_nearest_reference_seconds_outside_the_window():
+    from epg.anomaly import knn_novelty
+
+    reference = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [5.0, 5.0]])
+    stream = np.array(["r", "r", "r", "r"], dtype=object)
+    t = np.array([0, 100, 200, 300])
+    query = np.array([[0.0, 0.0], [10.0, 0.0]])
+    # λ = 1: Euclidean. A query of another stream: its 2 nearest are rows 0 (d 0) and 1 (d 1).
+    other = knn_novelty(query, np.array(["q", "q"], dtype=object), np.array([0, 1]), reference, stream, t, k=2, lam=1.0)
+    assert other[0] == pytest.approx(0.5) and other[1] == pytest.approx((9.0 + np.hypot(5, 5)) / 2)
+    # The same stream at t = 0: row 0 (its own second) is inside ±60 s and left out.
+    same = knn_novelty(query[:1], np.array(["r"], dtype=object), np.array([0]), reference, stream, t, k=2, lam=1.0)
+    assert same[0] == pytest.approx((1.0 + 2.0) / 2)
+    # Nothing eligible: NaN; fewer than k: the mean of what there is.
+    lone = knn_novelty(query[:1], np.array(["r"], dtype=object), np.array([0]), reference[:1], stream[:1], t[:1], k=3, lam=1.0)
+    assert np.isnan(lone[0])
+
+
+def test_fusion_standardises_each_score_on_the_reference():
+    from epg.anomaly import fuse
+
+    reference = np.array([True, True, True, False])
+    a = np.array([1.0, 2.0, 3.0, 10.0])
+    b = np.array([10.0, 20.0, 30.0, 30.0])
+    fused = fuse([a, b], reference)
+    z_a, z_b = (a - 2.0) / np.std([1, 2, 3]), (b - 20.0) / np.std([10, 20, 30])
+    np.testing.assert_allclose(fused, (z_a + z_b) / 2)
+    assert fused[3] > fused[2]

@@ -381,3 +381,27 @@ def test_previews_read_only_the_wanted_seconds(scene):
     assert found[("train", 5)].frame == firsts["train"][5]
     assert found[("similar", 300)].logmel.shape == (128, 64)
     assert found[("similar", 300)].logmel.max() == pytest.approx(0.0 - 300 % 40, abs=0.1)
+
+
+def test_anomaly_knn_and_fusion_scores_with_a_loudness_baseline(scene, tmp_path):
+    from epg.anomaly import knn_novelty
+
+    built, clips, _ = scene
+    out = tmp_path / "knn"
+    base = ["--embeddings", str(built.embeddings), "--reference", "train", "--streams", "train", "similar",
+            "--labels", str(built.labels), "--no-plots"]
+    assert anomaly_cli.main(base + ["--score", "knn_audio", "--knn-k", "5", "--clips", str(clips), "--output", str(out)]) == 0
+    summary = read_json(out / "summary.json")
+    train = read_embeddings(str(built.embeddings)).of_streams(["train"])
+    expected = knn_novelty(train.a, train.stream_id, train.t, train.a, train.stream_id, train.t, k=5, exclusion=60,
+                           lam=train.lam)
+    assert summary["score"] == "knn_audio"
+    assert summary["threshold"] == pytest.approx(expected.mean() + 2 * expected.std(), rel=1e-6)
+    scores = pq.read_table(out / "scores.parquet").to_pandas()
+    np.testing.assert_allclose(scores[scores.stream_id == "train"].score.to_numpy(), expected, rtol=1e-5)
+    baseline = summary["loudness_baseline"]
+    assert 0 <= baseline["roc_auc"] <= 1 and 0 <= baseline["average_precision"] <= 1
+    assert anomaly_cli.main(base + ["--score", "fusion", "--output", str(tmp_path / "fusion")]) == 0
+    fused = read_json(tmp_path / "fusion" / "summary.json")
+    assert fused["score"] == "fusion" and "loudness_baseline" not in fused and 0 <= fused["roc_auc"] <= 1
+    assert AnomalyJobConfig.from_dict(read_json(tmp_path / "fusion" / "config.json")).score == "fusion"
