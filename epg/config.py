@@ -186,6 +186,9 @@ class LossConfig(Config):
     negative_exclusion: same-stream candidates within ±N s of the anchor that are not
     positives are left out of the negatives (seconds of the same passing vehicle are not
     pushed apart); 0 keeps every non-positive candidate a negative (the paper's reading).
+    pool_crops: a clip's two crops (its visual samples of one (stream, t)) enter the loss as one
+    sample, the mean of their embeddings, as scoring computes v; False (the paper's reading) keeps
+    them as two samples. A passing vehicle is often in one crop only.
     """
 
     kind: LossKind = "hadsell"
@@ -194,6 +197,7 @@ class LossConfig(Config):
     negative_weight: float = 1.0
     temperature: float = 0.1
     negative_exclusion: int = 0
+    pool_crops: bool = False
 
     def __post_init__(self) -> None:
         one_of(self, "kind", LOSS_KINDS)

@@ -42,6 +42,22 @@ class Samples:
         return Samples(self.v.detach(), self.a.detach(), self.stream, self.t, self.label)
 
 
+def pool_clips(samples: Samples) -> Samples:
+    """One row per clip (stream, t), in (stream, t) order: the mean of its rows' v and a (a clip's two
+    crops, each with its copy of the clip's audio), its first row's label. Differentiable in v and a."""
+    key = torch.stack([samples.stream, samples.t], dim=1)
+    clips, inverse = torch.unique(key, dim=0, return_inverse=True)
+    count = torch.zeros(len(clips), dtype=samples.v.dtype, device=samples.v.device).index_add_(
+        0, inverse, torch.ones_like(inverse, dtype=samples.v.dtype))
+    v = torch.zeros(len(clips), samples.v.shape[1], dtype=samples.v.dtype, device=samples.v.device).index_add(
+        0, inverse, samples.v) / count[:, None]
+    a = torch.zeros(len(clips), samples.a.shape[1], dtype=samples.a.dtype, device=samples.a.device).index_add(
+        0, inverse, samples.a) / count[:, None]
+    first = torch.full((len(clips),), len(samples), dtype=torch.int64, device=samples.v.device).scatter_reduce(
+        0, inverse, torch.arange(len(samples), device=samples.v.device), reduce="amin")
+    return Samples(v, a, clips[:, 0].contiguous(), clips[:, 1].contiguous(), samples.label[first])
+
+
 class CandidateSet:
     """Candidates j of the loss and of mining: segments in a fixed order (global batch, then bank).
 

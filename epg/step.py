@@ -54,7 +54,7 @@ from epg.config import EPGConfig
 from epg.loss_infonce import multi_positive_infonce_loss
 from epg.loss_margin import LossTerms, multi_positive_margin_loss
 from epg.pairs import PairLabels, pair_labels
-from epg.samples import CandidateSet, Samples
+from epg.samples import CandidateSet, Samples, pool_clips
 
 # Random candidates drawn per anchor for the "random pairs" baselines of the diagnostics.
 RANDOM_PAIRS_PER_ANCHOR = 16
@@ -108,6 +108,8 @@ def train_step(
         audio = audio_augment(config.augment)(audio, generator)
     v, a = model(video, audio)
     anchors = gather_samples(Samples(v, a, *local_meta), group)
+    if config.loss.pool_crops:  # over the gathered batch, so every rank pools the same clips alike
+        anchors = pool_clips(anchors)
     bank_segments = bank.segments() if bank is not None else []
     candidates = CandidateSet([anchors] + bank_segments)
     chunk = config.bank.chunk_size

@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
     p.add_argument("--temperature", type=float, default=None, help=f"InfoNCE temperature (default {_EPG.loss.temperature:g})")
     p.add_argument("--negative-exclusion", type=int, default=None,
                    help=f"same-stream candidates within this many seconds are not negatives (default {_EPG.loss.negative_exclusion})")
+    p.add_argument("--pool-crops", action="store_true",
+                   help="a clip's two crops enter the loss as one sample (the mean embedding, as scoring does)")
     p.add_argument("--visual-init", choices=VISUAL_INITS, default=None,
                    help=f"visual encoder init without a checkpoint (default {_EPG.model.visual.init})")
     p.add_argument("--no-augment", action="store_true")
@@ -101,7 +103,8 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
                       "lr_audio": args.lr_audio, "weight_decay_visual": args.weight_decay_visual,
                       "weight_decay_audio": args.weight_decay_audio, "seed": args.seed}),
         bank=_given({"size": args.bank_size, "mining_only": False if args.bank_negatives else None}),
-        loss=_given({"kind": args.loss, "temperature": args.temperature, "negative_exclusion": args.negative_exclusion}),
+        loss=_given({"kind": args.loss, "temperature": args.temperature, "negative_exclusion": args.negative_exclusion,
+                     "pool_crops": True if args.pool_crops else None}),
         visual_init=args.visual_init,
         augment=not args.no_augment,
         labels=args.labels, workers=args.workers, cpus_per_worker=args.cpus_per_worker,

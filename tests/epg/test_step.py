@@ -21,7 +21,8 @@ CONFIG = EPGConfig(
     bank=BankConfig(size=10, chunk_size=3),
     augment=AugmentConfig(enabled=False),
 )
-CONFIGS = {"hadsell": CONFIG, "infonce": replace(CONFIG, loss=LossConfig(kind="infonce", temperature=0.2))}
+CONFIGS = {"hadsell": CONFIG, "infonce": replace(CONFIG, loss=LossConfig(kind="infonce", temperature=0.2)),
+           "hadsell-pooled": replace(CONFIG, loss=LossConfig(pool_crops=True))}
 TWIN, TWIN_OF = 6, 1  # global sample 6 (rank 1) repeats sample 1's inputs (rank 0) in another stream
 
 
@@ -108,14 +109,18 @@ def test_two_workers_equal_one_worker_with_the_whole_batch(tmp_path, kind):
                 torch.testing.assert_close(record["grads"][step][name], expected, rtol=1e-4, atol=1e-6, msg=name)
     for name, expected in reference["grads"][0].items():
         torch.testing.assert_close(ranks[0]["ddp_grads"][name], expected, rtol=1e-4, atol=1e-6, msg=name)
-    # Step 2 had a non-empty bank (step 1's 8 rows) as candidates, and gradients still agree.
-    assert [m["candidates"] for m in ranks[0]["metrics"]] == [8, 16]
+    pooled = CONFIGS[kind].loss.pool_crops
+    # Step 2 had a non-empty bank (step 1's 8 rows, or its 4 clips when pooled) as candidates, and gradients agree.
+    assert [m["candidates"] for m in ranks[0]["metrics"]] == ([4, 8] if pooled else [8, 16])
     assert all(m["extra_positives_per_anchor"] > 0 for m in ranks[0]["metrics"])
     assert ranks[0]["metrics"][1]["world_size"] == 2 and reference["metrics"][1]["world_size"] == 1
     # The banks are identical on both ranks (bit for bit) and hold the last 10 gathered rows in order.
     for key in ("v", "a", "stream", "t", "label"):
         assert torch.equal(ranks[0]["bank"][key], ranks[1]["bank"][key]), key
         torch.testing.assert_close(ranks[0]["bank"][key], reference["bank"][key], rtol=1e-5, atol=1e-6)
+    if pooled:  # one row per clip, in (stream, t) order; step 1's clips were split 2 + 2 across the ranks
+        assert ranks[0]["bank"]["t"].tolist() == [5, 9, 30, 7, 105, 109, 130, 107]
+        return
     assert ranks[0]["bank"]["t"].tolist() == [7, 7, 105, 105, 109, 109, 130, 130, 107, 107]
     # Cross-worker mining: the twin held by rank 1 is the nearest neighbour of sample 1 on rank 0, and back.
     for record in ranks:
