@@ -58,16 +58,16 @@ def load_holdout(info: ClipsInfo, cutoffs: Mapping[str, int], max_clips: int) ->
     """Decoded held-out clips (``decode_clips`` layout: two visual samples per clip), evenly sampled; None if none."""
     if not cutoffs:
         return None
+    # Only the held-out tail is read: the filter lets pyarrow skip files and row groups whose t statistics
+    # lie before the cutoff (the rows of a stream are in t order), so rank 0 does not read the footage.
+    held_out = None
+    for sid, cutoff in cutoffs.items():
+        term = (pc.field("stream_id") == sid) & (pc.field("t") >= cutoff)
+        held_out = term if held_out is None else held_out | term
+    wanted = held_out & pc.field("has_audio") & pc.field("has_video")
     store = OutputStore(info.root)
-    tables = []
-    for path in info.files:
-        with store.fs.open_input_file(path) as handle:
-            table = pq.read_table(handle, columns=list(CLIP_COLUMNS))
-        complete = pc.and_(table["has_audio"], table["has_video"])
-        table = table.filter(complete)
-        if table.num_rows:
-            limit = pa.array([cutoffs.get(str(s), np.iinfo(np.int64).max) for s in table["stream_id"].to_pylist()])
-            tables.append(table.filter(pc.greater_equal(table["t"].cast(pa.int64()), limit)))
+    tables = [pq.read_table(path, columns=list(CLIP_COLUMNS), filters=wanted, filesystem=store.fs) for path in info.files]
+    tables = [table for table in tables if table.num_rows]
     held = pa.concat_tables(tables) if tables else None
     if held is None or held.num_rows == 0:
         return None
