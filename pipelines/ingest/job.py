@@ -49,6 +49,7 @@ from pipelines.runtime.stream_job import (
     keep_only,
     remove_empty_staging,
     remove_temporaries,
+    staging_root,
 )
 
 
@@ -161,9 +162,9 @@ def run_ingest(
                 )
                 continue
         if overwrite:  # old shards stay readable until the new ones replace them
-            store.delete_dir(store.path(STAGING, source.stream_id))
+            store.delete_dir(staging_root(store, source.stream_id))
         remove_temporaries(store, stream_dir(store, source.stream_id))
-        remove_temporaries(store, store.path(STAGING, source.stream_id))
+        remove_temporaries(store, staging_root(store, source.stream_id))
         pending.append(source)
 
     if pending:
@@ -230,7 +231,7 @@ def run_ingest(
             manifest.seconds_without_video += result.seconds_without_video
         if errors:
             fail(manifest, errors)
-            store.delete_dir(store.path(STAGING, stream_id))
+            store.delete_dir(staging_root(store, stream_id))
             continue
         per_file = max(1, config.shard_rows // config.window_seconds)
         parts = staged[stream_id]
@@ -260,7 +261,7 @@ def run_ingest(
         manifest.rows = sum(f["rows"] for f in files)
         manifest.status = STATUS_COMPLETE
         manifest.save(store)
-        store.delete_dir(store.path(STAGING, stream_id))
+        store.delete_dir(staging_root(store, stream_id))
         outcomes[stream_id] = StreamOutcome(
             stream_id, manifest.source, STATUS_COMPLETE, manifest.rows, infos[stream_id].duration
         )

@@ -16,7 +16,7 @@ from pipelines.ingest.window import WindowResult, truncation_error, window_warni
 from pipelines.media.info import VideoInfo
 from pipelines.media.storage import OutputStore
 from pipelines.runtime.manifest import STATUS_COMPLETE, STATUS_FAILED, STATUS_RUNNING, StreamManifest
-from pipelines.runtime.stream_job import STAGING, StreamOutcome, fail_stream, publish_staged
+from pipelines.runtime.stream_job import StreamOutcome, fail_stream, publish_staged, staging_root
 from pipelines.score.config import EmbedConfig
 from pipelines.score.embeddings import embeddings_schema, embeddings_table
 from pipelines.score.model import ScoringModel
@@ -28,7 +28,7 @@ class StreamRun:
 
     def __init__(self, plan: StreamPlan, store: OutputStore, scoring: ScoringModel, settings: EmbedConfig) -> None:
         self.plan, self.store, self.scoring, self.settings = plan, store, scoring, settings
-        self.staging = store.path(STAGING, plan.stream_id)
+        self.staging = staging_root(store, plan.stream_id)
         self.received = self.no_audio = self.no_video = self.unscored = self.rows = 0
         self.errors: list[str] = []
         self.windows: list[WindowResult] = []
@@ -108,13 +108,13 @@ class Publisher:
 
     def start(self, plan: StreamPlan) -> None:
         """Forget leftovers of an interrupted run; a stream seen for the first time says it is running."""
-        self.store.delete_dir(self.store.path(STAGING, plan.stream_id))
+        self.store.delete_dir(staging_root(self.store, plan.stream_id))
         if plan.previous is None or plan.previous.status != STATUS_COMPLETE:
             self.manifest(plan, STATUS_RUNNING).save(self.store)
 
     def fail(self, plan: StreamPlan, errors: list[str]) -> None:
         store = self.store
-        store.delete_dir(store.path(STAGING, plan.stream_id))
+        store.delete_dir(staging_root(store, plan.stream_id))
         if plan.previous is not None and plan.previous.status == STATUS_COMPLETE:
             kept = f"its earlier embeddings (model {plan.previous.config.get('model')}) are kept"
             self.outcomes[plan.stream_id] = StreamOutcome(plan.stream_id, plan.source, STATUS_FAILED,
@@ -140,6 +140,6 @@ class Publisher:
         if run.unscored:
             manifest.warnings.append(f"{run.unscored} clips without audio or video were not scored (no rows)")
         publish_staged(store, manifest, run.parts, run.rows)
-        store.delete_dir(store.path(STAGING, plan.stream_id))
+        store.delete_dir(staging_root(store, plan.stream_id))
         self.outcomes[plan.stream_id] = StreamOutcome(plan.stream_id, plan.source, STATUS_COMPLETE, run.rows,
                                                       unscored=run.unscored)
