@@ -15,12 +15,14 @@ from typing import Literal, get_args
 from epg.configs import Config, fail, non_negative, one_of, positive
 
 VisualInit = Literal["scratch", "pytorchvideo"]
+VisualInput = Literal["raw", "residual", "diff", "normalized"]
 LossKind = Literal["hadsell", "infonce"]
 MiningRule = Literal["adaptive", "topk", "consensus", "quantile"]
 MinedAs = Literal["positive", "ignore"]
 Schedule = Literal["joint", "audio_first", "alternating"]
 
 VISUAL_INITS: tuple[str, ...] = get_args(VisualInit)
+VISUAL_INPUTS: tuple[str, ...] = get_args(VisualInput)
 LOSS_KINDS: tuple[str, ...] = get_args(LossKind)
 MINING_RULES: tuple[str, ...] = get_args(MiningRule)
 MINED_AS: tuple[str, ...] = get_args(MinedAs)
@@ -41,6 +43,11 @@ class VisualConfig(Config):
     pretrained weights, but from scratch every branch is off, the stride-2 shortcuts read one
     position in four, and the output reacts only to the crop's top-left cell, which leaves a
     contrastive objective at a saddle.
+
+    ``input`` is what the encoder sees of a clip (``epg.encoders.visual_input``): ``raw``
+    pixels, or for a fixed camera the ``residual`` after the clip's static scene, temporal
+    ``diff``erences, or per-clip ``normalized`` pixels. It is part of the model: scoring and
+    live use what the checkpoint was trained with.
     """
 
     frames: int = 5
@@ -54,6 +61,7 @@ class VisualConfig(Config):
     dropout: float = 0.5
     checkpoint: str | None = None
     init: VisualInit = "scratch"
+    input: VisualInput = "raw"
     # Kinetics normalisation of X3D's published weights; input video is in [0, 1].
     mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
     std: tuple[float, float, float] = (0.225, 0.225, 0.225)
@@ -68,6 +76,9 @@ class VisualConfig(Config):
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             fail(self, "mean/std", "three values with std > 0", (self.mean, self.std))
         one_of(self, "init", VISUAL_INITS)
+        one_of(self, "input", VISUAL_INPUTS)
+        if self.input == "diff" and self.frames < 2:
+            fail(self, "frames", ">= 2 for input 'diff'", self.frames)
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,19 @@ def accuracy(targets: np.ndarray, predictions: np.ndarray) -> float:
     return float((targets == predictions).mean()) if targets.size else float("nan")
 
 
+def balanced_accuracy(targets: np.ndarray, predictions: np.ndarray, n_classes: int) -> float:
+    """Mean over the classes present in ``targets`` of the share of their samples predicted right (NaN when empty).
+
+    Chance is 1 / (classes present) whatever the class frequencies, so a detector that always
+    says "background" scores 1 / C, not the background share.
+    """
+    targets, predictions = np.asarray(targets), np.asarray(predictions)
+    if targets.shape != predictions.shape:
+        raise ValueError(f"targets and predictions differ in shape: {targets.shape} vs {predictions.shape}")
+    recall = per_class_accuracy(targets, targets == predictions, n_classes)
+    return float(np.nanmean(recall)) if targets.size else float("nan")
+
+
 def per_class_accuracy(targets: np.ndarray, correct: np.ndarray, n_classes: int) -> np.ndarray:
     """Accuracy among the samples of each target class ([n_classes], NaN for a class without samples).
 

@@ -10,6 +10,7 @@ import torch.nn as nn
 from epg.compat import import_create_x3d
 from epg.config import VisualConfig
 from epg.encoders.checkpoint import load_matching, read_state_dict
+from epg.encoders.visual_input import prepare_visual_input
 
 # The classification layer of create_x3d's head; in f_v it is the projection to d.
 X3D_PROJECTION_PREFIX = "blocks.5.proj."
@@ -19,8 +20,8 @@ class X3DEncoder(nn.Module):
     """Video clip [B, 3, F, H, W] with values in [0, 1] → embedding [B, d].
 
     ``net`` is exactly ``create_x3d(...)`` (so its state dict is PyTorchVideo's layout)
-    with ``model_num_class = d``, no softmax, and the Kinetics input normalisation
-    applied here so callers pass plain [0, 1] pixels.
+    with ``model_num_class = d``, no softmax, and the input transform of ``config.input``
+    (the Kinetics normalisation for ``raw``) applied here so callers pass plain [0, 1] pixels.
     """
 
     def __init__(self, config: VisualConfig) -> None:
@@ -55,7 +56,7 @@ class X3DEncoder(nn.Module):
         expected = (3, self.config.frames, self.config.crop_size, self.config.crop_size)
         if video.dim() != 5 or tuple(video.shape[1:]) != expected:
             raise ValueError(f"X3DEncoder expects video [B, {', '.join(map(str, expected))}], got {tuple(video.shape)}")
-        return self.net((video - self.mean) / self.std)
+        return self.net(prepare_visual_input(video, self.config.input, self.mean, self.std))
 
 
 def init_from_scratch(net: nn.Module) -> None:

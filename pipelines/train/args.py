@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from epg.config import LOSS_KINDS, MINING_RULES, SCHEDULES, VISUAL_INITS, EPGConfig
+from epg.config import LOSS_KINDS, MINING_RULES, SCHEDULES, VISUAL_INITS, VISUAL_INPUTS, EPGConfig
 from pipelines.runtime.cli import add_deprecated_alias, add_ray_options
 from pipelines.train.config import PAIRINGS, PRECISIONS, PRESETS, PretrainConfig, build_pretrain_config
 
@@ -52,6 +52,9 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
                    help="a clip's two crops enter the loss as one sample (the mean embedding, as scoring does)")
     p.add_argument("--visual-init", choices=VISUAL_INITS, default=None,
                    help=f"visual encoder init without a checkpoint (default {_EPG.model.visual.init})")
+    p.add_argument("--visual-input", choices=VISUAL_INPUTS, default=None,
+                   help=f"what the visual encoder sees: raw pixels, or for a fixed camera the residual after the clip's "
+                        f"static scene, temporal diffs, per-clip normalized pixels (default {_EPG.model.visual.input})")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--visual-checkpoint", default=None, help="pretrained X3D state dict (local path)")
     p.add_argument("--audio-checkpoint", default=None, help="pretrained audio ResNet state dict (local path)")
@@ -105,7 +108,7 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
         bank=_given({"size": args.bank_size, "mining_only": False if args.bank_negatives else None}),
         loss=_given({"kind": args.loss, "temperature": args.temperature, "negative_exclusion": args.negative_exclusion,
                      "pool_crops": True if args.pool_crops else None}),
-        visual_init=args.visual_init,
+        visual=_given({"init": args.visual_init, "input": args.visual_input}),
         augment=not args.no_augment,
         labels=args.labels, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
         gpus_per_worker=args.gpus_per_worker, precision=args.precision, checkpoint_every=args.checkpoint_every,

@@ -127,13 +127,14 @@ def build_pretrain_config(
     optim: Mapping[str, Any] | None = None,
     bank: Mapping[str, Any] | None = None,
     loss: Mapping[str, Any] | None = None,
-    visual_init: str | None = None,
+    visual: Mapping[str, Any] | None = None,
     augment: bool = True,
     **run: Any,
 ) -> PretrainConfig:
     """A ``PretrainConfig`` from a model preset and overrides, by the rules ``jobs/pretrain.py`` follows.
 
-    The model comes from ``preset`` (and ``crop_size``) with the pretrained-weight paths; the EPG
+    The model comes from ``preset`` (and ``crop_size``) with the pretrained-weight paths and the
+    ``visual`` fields replaced (``init``, ``input``); the EPG
     config is ``epg`` (default ``EPGConfig()``) with ``pairs``/``optim``/``bank``/``loss`` fields replaced;
     mining is on exactly for ``pairing="epg"``; the schedule is ``audio_first`` with a visual
     checkpoint and ``joint`` without, unless ``optim`` names one; ``augment=False`` switches
@@ -143,8 +144,11 @@ def build_pretrain_config(
         raise PretrainError(f"PretrainConfig.preset must be one of {sorted(PRESETS)}, got {preset!r}")
     base = epg or EPGConfig()
     model = PRESETS[preset](crop_size)
-    visual = replace(model.visual, checkpoint=visual_checkpoint, **({"init": visual_init} if visual_init else {}))
-    model = replace(model, visual=visual, audio=replace(model.audio, checkpoint=audio_checkpoint))
+    try:
+        visual_config = replace(model.visual, checkpoint=visual_checkpoint, **(visual or {}))
+    except (TypeError, ValueError) as exc:
+        raise PretrainError(str(exc)) from None
+    model = replace(model, visual=visual_config, audio=replace(model.audio, checkpoint=audio_checkpoint))
     optim = {"schedule": "audio_first" if visual_checkpoint else "joint", **(optim or {})}
     try:
         epg = replace(

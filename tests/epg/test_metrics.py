@@ -10,6 +10,7 @@ import pytest
 from epg.metrics import (
     accuracy,
     average_precision,
+    balanced_accuracy,
     average_ranks,
     confusion_matrix,
     mean_average_precision,
@@ -97,3 +98,12 @@ def test_accuracy_per_class_and_confusion():
     assert matrix.tolist() == [[1, 1, 0, 0], [1, 2, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1]]
     with pytest.raises(ValueError, match="targets must lie"):
         per_class_accuracy(np.array([4]), np.array([True]), 4)
+
+
+def test_balanced_accuracy_weighs_every_present_class_equally():
+    targets = np.array([0] * 8 + [1, 1])
+    always_background = np.zeros(10, dtype=int)
+    assert balanced_accuracy(targets, always_background, 3) == 0.5  # class 2 is absent: two classes count
+    one_event_found = np.array([0] * 8 + [1, 0])
+    assert balanced_accuracy(targets, one_event_found, 3) == 0.75
+    assert np.isnan(balanced_accuracy(np.array([], int), np.array([], int), 2))
