@@ -1,44 +1,52 @@
-"""Quality benchmark: TPG vs EPG (each mining rule, with and without safeguards) vs random encoders.
+"""Quality benchmark: do trained encoders beat their random init, and does EPG beat TPG? Several seeds each.
 
-    python bench/quality.py                          # the full table (about 30-40 min on 2 cores)
-    python bench/quality.py --methods tpg,epg-topk   # a subset
-    python bench/quality.py --epochs 4 --train-minutes 5 --eval-minutes 5   # a quick look
+    python bench/quality.py                                   # the default table (about 70 min on 2 cores)
+    python bench/quality.py --methods random/residual,tpg/infonce/residual --seeds 0
+    python bench/quality.py --epochs 3 --train-minutes 3 --eval-minutes 3 --seeds 0   # a quick look
 
-Protocol (issue 5, DESIGN §4-§5), the same budget for every method:
-- Data: synthetic streams of one scene (``pipelines.synthetic``). Pretraining and the
-  probe's training use the ``train`` view of timeline A (seed --seed-a, anomaly classes
-  off); evaluation uses the ``similar`` and ``challenging`` views of a later timeline B
-  (seed --seed-b, anomalies on). Generated and ingested once into --cache.
-- Pretraining: the real job (``jobs/pretrain.py``'s config, ``run_pretrain``, Ray Train on
-  CPU) with one model preset, epochs, batch, learning rates and augmentation for all;
-  methods differ only in the pair labels. ``random`` scores untrained encoders (seeded).
-- Scoring: the real ``run_embed`` into one embeddings root per method (A and B).
-- Localization: ``run_localize`` (the linear probe; with ``--heads linear,cpsp`` also the
-  CPSP head) trained on A's train view, per-second accuracy on B's views, for audio,
-  visual and both features (CPSP always uses both).
-- Anomaly: ``run_anomaly`` with A's train view as reference; ROC-AUC and average
-  precision of the score D(v, a) against B's labelled anomaly seconds.
-- Search: every second of B with a (non-background) label is a query against the other
-  seconds of its own view; relevant = same class, outside ±60 s of the query. P@5 with the
-  search job's exclusion and suppression (±60 s); mAP over the whole ranking with the
-  exclusion only (suppression would cut the ranking short). Both modalities (mode both).
-- Mining diagnostics: from the run's last epoch (``metrics/epochs.csv``): mined positives
-  per anchor, the share of mined pairs that share a label vs random pairs, time gaps.
+A method is ``random/<input>`` (untrained, seeded encoders) or ``<pairing>/<loss>/<input>``:
+pairing ``tpg`` or ``epg-<rule>`` (``epg-consensus``, ``epg-topk``, ``epg-adaptive``, ``epg-quantile``:
+the mining rule with the library's safeguards), loss ``hadsell`` or ``infonce``, input one of
+``VisualConfig.input`` (``raw``, ``residual``, ``diff``, ``normalized``).
 
-Results are cached per method under --cache (delete a method's folder to redo it) and
-written to ``<cache>/results.json`` and ``results.md``.
+Protocol, the same budget for every method and seed:
+- Footage: synthetic streams of one scene at ``--rate-scale`` times the default event rates (a
+  busy street). Pretraining and the probes' training use the ``train`` view of timeline A (seed
+  --seed-a, anomalies off); evaluation uses the ``similar`` and ``challenging`` views of a later
+  timeline B (seed --seed-b, anomalies on). Generated and ingested once into --cache; the event
+  counts of B are printed beside the table.
+- Pretraining: the real job (``jobs/pretrain.py``'s flags, ``run_pretrain``, Ray Train on CPU), one
+  preset, crop size, epochs, batch, learning rate (cosine after a warm-up) and augmentation for
+  all; methods differ in their pair labels, loss and visual input, seeds in the run's seed.
+- Scoring: the real ``run_embed`` of A and B with each method's checkpoint.
+- Probes (linear, trained on A, scored on each view of B, balanced accuracy, so chance is 0.5
+  whatever the share of event seconds): ``probe`` tells event seconds from background with both
+  features; ``visual-only`` with v alone, on background seconds and the seconds where an event is
+  visible; ``audio-only`` with a alone, on background and audible seconds. ``class`` is the
+  multi-class probe (each class seen in A, background included; chance 1 / classes) on both.
+- Cross-timeline kNN precision@5: every event second of a B view queries A's train view
+  (both modalities); a neighbour is relevant when its second holds the query's class; the
+  class prior (the share of A's seconds holding it) is printed beside it.
+- v→a recall@10 on each B view (``epg.learning``): a hit is an audio row within ±2 s of the
+  visual query's own second, against its chance level.
+- Anomaly: ``run_anomaly`` for every ``--score`` (reference: A's train view), ROC-AUC against
+  B's labelled anomaly seconds, and the loudness baseline (mean log-mel) of the same seconds.
+- Mining: from the run's last epoch (``metrics/epochs.csv``), the label precision of mined pairs
+  against random pairs.
+
+Results are cached per method and seed under --cache (delete a folder to redo it) and written
+to ``results.json`` / ``results.md`` beside them.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import shutil
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,16 +58,17 @@ import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 from results import Printed, command_line, update_results  # noqa: E402
 
-from epg.config import EPGConfig  # noqa: E402
-from epg.metrics import mean_average_precision, precision_at_k  # noqa: E402
+from epg.config import LOSS_KINDS, MINING_RULES, VISUAL_INPUTS  # noqa: E402
+from epg.learning import learning_diagnostics  # noqa: E402
+from epg.metrics import balanced_accuracy  # noqa: E402
+from epg.probe import ProbeConfig, select_features, train_probe  # noqa: E402
 from epg.search import SearchIndex  # noqa: E402
-from pipelines.downstream.anomaly_job import AnomalyJobConfig, run_anomaly  # noqa: E402
-from pipelines.downstream.labels import align_labels, read_labels  # noqa: E402
-from pipelines.downstream.localize_job import LocalizeJobConfig, run_localize  # noqa: E402
+from pipelines.downstream.anomaly_job import SCORES, AnomalyJobConfig, run_anomaly  # noqa: E402
+from pipelines.downstream.labels import LabelTable, align_labels, read_labels  # noqa: E402
 from pipelines.ingest.config import IngestConfig  # noqa: E402
 from pipelines.ingest.job import run_ingest  # noqa: E402
 from pipelines.runtime.cluster import start_local_ray  # noqa: E402
-from pipelines.score.embeddings import read_embeddings  # noqa: E402
+from pipelines.score.embeddings import Embeddings, read_embeddings  # noqa: E402
 from pipelines.score.job import run_embed  # noqa: E402
 from pipelines.synthetic import SyntheticConfig, generate  # noqa: E402
 from pipelines.train.args import config_from_args, parse_args  # noqa: E402
@@ -67,115 +76,97 @@ from pipelines.train.checkpoint import build_model, write_model  # noqa: E402
 from pipelines.train.config import PRESETS  # noqa: E402
 from pipelines.train.driver import run_pretrain  # noqa: E402
 
-# Pair-label settings per method (EPGConfig.pairs fields); None = random encoders, no training.
-NO_SAFEGUARDS = {"warmup_epochs": 0, "cap": None, "exclusion_window": 0, "mined_weight": 1.0}
-METHODS: dict[str, dict[str, Any] | None] = {
-    "random": None,
-    "tpg": {"enabled": False},
-    "epg-adaptive": {"mining": "adaptive", **NO_SAFEGUARDS},  # the paper as read: no warm-up, no cap, no gap
-    "epg-adaptive+safe": {"mining": "adaptive"},
-    "epg-topk": {"mining": "topk", **NO_SAFEGUARDS},
-    "epg-topk+safe": {"mining": "topk"},  # the safeguards are the library defaults (k 4, cap 8, W 10, warm-up 1)
-    "epg-consensus": {"mining": "consensus", **NO_SAFEGUARDS},
-    "epg-consensus+safe": {"mining": "consensus"},
-    # topk with the safeguards and a warm-up of half the epochs: mining starts from embeddings TPG has shaped
-    "epg-topk+safe+warmup": {"mining": "topk", "warmup_epochs": "half"},
-    # without augmentation (not in the default run): what augmentation does to learning within this budget
-    "tpg-noaug": {"enabled": False},
-    "epg-topk+safe-noaug": {"mining": "topk"},
-}
-NO_AUGMENT = frozenset(m for m in METHODS if m.endswith("-noaug"))
-DEFAULT_METHODS = [m for m in METHODS if m not in NO_AUGMENT]
+PAIRINGS = ("tpg", *(f"epg-{rule}" for rule in MINING_RULES))
+DEFAULT_METHODS = ("random/raw", "random/residual", "tpg/infonce/raw", "tpg/infonce/residual",
+                   "epg-consensus/infonce/residual", "tpg/hadsell/residual", "epg-topk/infonce/residual")
 VIEWS = ("similar", "challenging")
-FEATURES = ("audio", "visual", "both")
+COMMON_CLASSES = ("car", "bus", "truck", "motorcycle")
 
+
+@dataclass(frozen=True)
+class Method:
+    """One row of the table: ``pairing`` None for random encoders."""
+
+    name: str
+    pairing: str | None
+    loss: str | None
+    visual_input: str
+
+    @staticmethod
+    def parse(name: str) -> "Method":
+        parts = name.split("/")
+        if parts[0] == "random" and len(parts) == 2 and parts[1] in VISUAL_INPUTS:
+            return Method(name, None, None, parts[1])
+        if len(parts) == 3 and parts[0] in PAIRINGS and parts[1] in LOSS_KINDS and parts[2] in VISUAL_INPUTS:
+            return Method(name, parts[0], parts[1], parts[2])
+        raise ValueError(f"--methods: {name!r} is not random/<input> or <pairing>/<loss>/<input> with pairing in "
+                         f"{PAIRINGS}, loss in {LOSS_KINDS}, input in {VISUAL_INPUTS}")
+
+
+# ---------------------------------------------------------------- data
 
 def prepare_data(args: argparse.Namespace) -> dict[str, Path]:
     """Timeline A (train view, no anomalies) and B (similar + challenging, anomalies), ingested once."""
-    root = args.cache / f"data-{args.train_minutes:g}m-{args.eval_minutes:g}m-{args.size}-c{args.crop}"
-    paths = {"A": root / "clips-A", "B": root / "clips-B", "labels": root / "labels.parquet"}
+    root = args.cache / (f"data-{args.train_minutes:g}m-{args.eval_minutes:g}m-x{args.rate_scale:g}-{args.size}"
+                         f"-c{args.crop}-s{args.seed_a}-{args.seed_b}")
+    paths = {"A": root / "clips-A", "B": root / "clips-B", "labels": root / "labels.parquet",
+             "events": root / "videos-B" / "events.json"}
     if paths["labels"].exists():
         return paths
     size = tuple(int(x) for x in args.size.split("x"))
     a = generate(SyntheticConfig(out=root / "videos-A", minutes=args.train_minutes, seed=args.seed_a, size=size,
-                                 fps=10.0, views=("train",), anomalies=False))
+                                 fps=10.0, views=("train",), anomalies=False, rate_scale=args.rate_scale))
     b = generate(SyntheticConfig(out=root / "videos-B", minutes=args.eval_minutes, seed=args.seed_b, size=size,
-                                 fps=10.0, views=VIEWS, anomalies=True))
+                                 fps=10.0, views=VIEWS, anomalies=True, rate_scale=args.rate_scale))
     for name, videos in (("A", root / "videos-A"), ("B", root / "videos-B")):
         summary = run_ingest([str(videos)], str(paths[name]), IngestConfig(crop_size=args.crop), show_progress=False)
         if not summary.ok:
             raise SystemExit(summary.format())
-    labels = pa.concat_tables([pq.read_table(a.labels), pq.read_table(b.labels)])
-    pq.write_table(labels, paths["labels"])
+    pq.write_table(pa.concat_tables([pq.read_table(a.labels), pq.read_table(b.labels)]), paths["labels"])
     return paths
 
 
-def pretrain_flags(args: argparse.Namespace, data: dict[str, Path], run_dir: Path, epg_config: Path) -> list[str]:
-    return [
-        "--clips", str(data["A"]), "--run-dir", str(run_dir), "--preset", args.preset, "--crop-size", str(args.crop),
-        "--epg-config", str(epg_config), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-        "--lr-visual", str(args.lr), "--lr-audio", str(args.lr), "--seed", str(args.seed),
-        "--labels", str(data["labels"]), "--checkpoint-every", "100000", "--keep-checkpoints", "1", "--log-every", "50",
-        "--max-failures", "2",  # a worker lost on a loaded machine resumes from the last epoch's checkpoint
-    ]
+def event_counts(events_json: Path) -> dict[str, int]:
+    """Events per class on the evaluation timeline."""
+    counts: dict[str, int] = {}
+    for event in json.loads(events_json.read_text())["events"]:
+        counts[event["class"]] = counts.get(event["class"], 0) + 1
+    return dict(sorted(counts.items()))
 
 
-def train(method: str, args: argparse.Namespace, data: dict[str, Path], work: Path) -> tuple[Path, float]:
-    """The method's checkpoint (trained, or the seeded random init) and the training seconds."""
+# ---------------------------------------------------------------- training
+
+def train(method: Method, seed: int, args: argparse.Namespace, data: dict[str, Path], work: Path) -> tuple[Path, float]:
+    """The checkpoint (trained, or the seeded random init) and the training seconds."""
     run_dir = work / "run"
     finished = work / "train_seconds.json"  # written last: a run without it is resumed by run_pretrain
     if finished.exists():
         return max(run_dir.glob("checkpoint_step*")), float(json.loads(finished.read_text()))
-    pairs = dict(METHODS[method] or {})
-    if pairs.get("warmup_epochs") == "half":
-        pairs["warmup_epochs"] = args.epochs // 2
-    base = EPGConfig()
-    epg = replace(base, pairs=replace(base.pairs, **pairs))
-    epg_config = work / "epg_config.json"
-    epg_config.write_text(json.dumps(epg.to_dict(), indent=1))
-    flags = pretrain_flags(args, data, run_dir, epg_config)
-    if pairs.get("enabled") is False:
-        flags += ["--pairing", "tpg"]
-    if method in NO_AUGMENT:
-        flags += ["--no-augment"]
+    flags = [
+        "--clips", str(data["A"]), "--run-dir", str(run_dir), "--preset", args.preset, "--crop-size", str(args.crop),
+        "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--lr-visual", str(args.lr),
+        "--lr-audio", str(args.lr), "--lr-schedule", "cosine", "--lr-warmup-steps", str(args.warmup_steps),
+        "--seed", str(seed), "--visual-input", method.visual_input, "--labels", str(data["labels"]),
+        "--checkpoint-every", "100000", "--keep-checkpoints", "1", "--log-every", "50",
+        "--max-failures", "2",  # a worker lost on a loaded machine resumes from the last epoch's checkpoint
+    ]
+    if method.pairing is not None:
+        flags += ["--loss", method.loss, "--negative-exclusion", str(args.negative_exclusion)]
+        if method.pairing == "tpg":
+            flags += ["--pairing", "tpg"]
+        else:
+            flags += ["--pairing", "epg", "--mining", method.pairing.removeprefix("epg-")]
     config = config_from_args(parse_args(flags))
     began = time.perf_counter()
-    if METHODS[method] is None:  # random encoders: the same model, seeded, saved as a checkpoint without a step
-        torch.manual_seed(args.seed)
-        model = build_model(config)
+    if method.pairing is None:  # random encoders: the same model, seeded, saved as a checkpoint without a step
+        torch.manual_seed(seed)
         checkpoint = run_dir / "checkpoint_step000000000"
-        write_model(checkpoint, config, model.eval())
+        write_model(checkpoint, config, build_model(config).eval())
     else:
         checkpoint = Path(run_pretrain(config).checkpoint)
     seconds = time.perf_counter() - began
     finished.write_text(json.dumps(seconds))
     return checkpoint, seconds
-
-
-def search_scores(embeddings: str, labels_path: Path, k: int = 5, window: int = 60) -> dict[str, dict[str, float]]:
-    """P@k (exclusion + suppression) and mAP (exclusion only) of every labelled event second, per view."""
-    emb = read_embeddings(embeddings)
-    labels = read_labels(str(labels_path))
-    out = {}
-    for view in VIEWS:
-        rows = emb.of_streams([view])
-        second = align_labels(labels, rows.stream_id, rows.t)
-        background = second.classes.index("background") if "background" in second.classes else -1
-        index = SearchIndex(rows.stream_id, rows.t, rows.v, rows.a, lam=rows.lam)
-        precisions, rankings, totals = [], [], []
-        for q in np.flatnonzero(second.target != background):
-            same = second.present[:, second.target[q]]
-            hits = index.search(rows.v[q], rows.a[q], "both", k=k, exclude=(view, int(rows.t[q])),
-                                exclusion=window, suppression=window)
-            precisions.append(precision_at_k([bool(same[h.row]) for h in hits], k))
-            far = np.abs(rows.t - rows.t[q]) > window
-            order = np.argsort(index.distances(rows.v[q], rows.a[q], "both")[far], kind="stable")
-            rankings.append(same[far][order])
-            totals.append(int(same[far].sum()))
-        out[view] = {"p_at_5": float(np.mean(precisions)) if precisions else float("nan"),
-                     "map": mean_average_precision(rankings, totals) if rankings else float("nan"),
-                     "queries": len(precisions)}
-    return out
 
 
 def last_epoch(run_dir: Path) -> dict[str, float]:
@@ -184,144 +175,225 @@ def last_epoch(run_dir: Path) -> dict[str, float]:
         return {}
     with open(path) as handle:
         rows = list(csv.DictReader(handle))
-    keys = ("loss", "extra_positives_per_anchor", "mined_label_precision", "random_label_share", "mined_time_gap",
-            "random_time_gap")
+    keys = ("loss", "extra_positives_per_anchor", "mined_label_precision", "random_label_share", "holdout_pair_auc",
+            "holdout_recall_at_k", "holdout_recall_chance")
     return {k: float(rows[-1][k]) for k in keys if rows and rows[-1].get(k) not in (None, "")}
 
 
-def evaluate(method: str, args: argparse.Namespace, data: dict[str, Path], work: Path) -> dict[str, Any]:
+# ---------------------------------------------------------------- metrics
+
+@dataclass(frozen=True)
+class Seconds:
+    """One stream's embeddings with their per-second truth."""
+
+    emb: Embeddings
+    target: np.ndarray  # class index per second (0 = background)
+    present: np.ndarray  # [n, classes] bool
+    visible: np.ndarray  # some event is visible in the second
+    audible: np.ndarray  # some event is audible in the second
+    classes: list[str]
+
+
+def seconds_of(emb: Embeddings, labels: LabelTable, stream: str) -> Seconds:
+    rows = emb.of_streams([stream])
+    second = align_labels(labels, rows.stream_id, rows.t)
+    frame = labels.frame[labels.frame["stream_id"] == stream]
+    seen = {name: set(frame.loc[frame[name], "t"].astype(int)) for name in ("visible", "audible")}
+    flags = {name: np.array([int(t) in seen[name] for t in rows.t]) for name in seen}
+    return Seconds(rows, second.target, second.present, flags["visible"], flags["audible"], second.classes)
+
+
+def fit_and_score(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, n: int) -> float:
+    probe = train_probe(train_x, train_y, n, ProbeConfig(class_weight="balanced"))
+    return balanced_accuracy(test_y, probe.predict(test_x), n)
+
+
+def probe_scores(train: Seconds, test: Seconds) -> dict[str, float]:
+    """Balanced accuracy of the event-vs-background probes (both, visual-only, audio-only) and the class probe."""
+    out = {}
+    for name, features, keep in (("probe", "both", None), ("visual_only", "visual", "visible"),
+                                 ("audio_only", "audio", "audible")):
+        def rows(s: Seconds) -> np.ndarray:
+            event = s.target != 0
+            return np.ones(len(event), bool) if keep is None else ~event | getattr(s, keep)
+
+        tr, te = rows(train), rows(test)
+        out[name] = fit_and_score(select_features(train.emb.v, train.emb.a, features)[tr], (train.target[tr] != 0) * 1,
+                                  select_features(test.emb.v, test.emb.a, features)[te], (test.target[te] != 0) * 1, 2)
+    known = np.isin(test.target, np.unique(train.target))  # the classes the probe can name (no anomalies in A)
+    out["class"] = fit_and_score(select_features(train.emb.v, train.emb.a, "both"), train.target,
+                                 select_features(test.emb.v, test.emb.a, "both")[known], test.target[known],
+                                 len(train.classes))
+    return out
+
+
+def knn_precision(train: Seconds, test: Seconds, k: int = 5) -> dict[str, float]:
+    """Cross-timeline label precision@k of the test view's event seconds against A, and the class prior."""
+    index = SearchIndex(train.emb.stream_id, train.emb.t, train.emb.v, train.emb.a, lam=train.emb.lam)
+    hits, priors = [], []
+    for q in np.flatnonzero((test.target != 0) & np.isin(test.target, np.unique(train.target))):
+        relevant = train.present[:, test.target[q]]
+        nearest = np.argsort(index.distances(test.emb.v[q], test.emb.a[q], "both"), kind="stable")[:k]
+        hits.append(relevant[nearest].mean())
+        priors.append(relevant.mean())
+    return {"knn_p_at_5": float(np.mean(hits)) if hits else float("nan"),
+            "knn_prior": float(np.mean(priors)) if priors else float("nan"), "knn_queries": len(hits)}
+
+
+def retrieval(test: Seconds) -> dict[str, float]:
+    codes = torch.zeros(len(test.emb), dtype=torch.long)
+    found = learning_diagnostics(torch.from_numpy(test.emb.v), torch.from_numpy(test.emb.a), codes,
+                                 torch.from_numpy(test.emb.t), lam=test.emb.lam)
+    return {"recall_at_10": found["recall_at_k"], "recall_chance": found["recall_chance"], "pair_auc": found["pair_auc"]}
+
+
+def evaluate(method: Method, seed: int, args: argparse.Namespace, data: dict[str, Path], work: Path) -> dict[str, Any]:
     cached = work / "result.json"
     if cached.exists():
         return json.loads(cached.read_text())
-    checkpoint, train_seconds = train(method, args, data, work)
+    checkpoint, train_seconds = train(method, seed, args, data, work)
     embeddings = work / "embeddings"
     for name in ("A", "B"):
         summary = run_embed(str(checkpoint), str(embeddings), clips=str(data[name]), show_progress=False)
         if not summary.ok:
             raise SystemExit(summary.format())
-    localize = run_localize(LocalizeJobConfig(
-        embeddings=str(embeddings), labels=str(data["labels"]), output=str(work / "localize"), train=("train",),
-        eval={v: (v,) for v in VIEWS}, features=FEATURES, heads=tuple(args.heads)))
-    anomaly = run_anomaly(AnomalyJobConfig(embeddings=str(embeddings), output=str(work / "anomaly"),
-                                           reference=("train",), streams=VIEWS, labels=str(data["labels"]),
-                                           plots=False))
-    result = {
-        "method": method,
-        "train_seconds": train_seconds,
-        "localize": json.loads((work / "localize" / "summary.json").read_text())["accuracy"],
-        "anomaly": {"roc_auc": anomaly.summary.get("roc_auc"), "average_precision": anomaly.summary.get("average_precision")},
-        "search": search_scores(str(embeddings), data["labels"]),
-        "mining": last_epoch(checkpoint.parent),
-    }
-    del localize
-    cached.write_text(json.dumps(result, indent=1))
-    return result
+    emb = read_embeddings(str(embeddings))
+    labels = read_labels(str(data["labels"]))
+    train_seconds_of = seconds_of(emb, labels, "train")
+    views = {}
+    for view in VIEWS:
+        test = seconds_of(emb, labels, view)
+        views[view] = probe_scores(train_seconds_of, test) | knn_precision(train_seconds_of, test) | retrieval(test)
+    anomaly = {}
+    for score in args.scores:
+        result = run_anomaly(AnomalyJobConfig(
+            embeddings=str(embeddings), output=str(work / f"anomaly-{score}"), reference=("train",), streams=VIEWS,
+            labels=str(data["labels"]), score=score, knn_exclusion=args.knn_exclusion, clips=str(data["B"]) if score == args.scores[0] else None,
+            plots=False))
+        anomaly[score] = result.summary.get("roc_auc")
+        if "loudness_baseline" in result.summary:
+            anomaly["loudness"] = result.summary["loudness_baseline"]["roc_auc"]
+    out = {"method": method.name, "seed": seed, "train_seconds": train_seconds, "views": views, "anomaly": anomaly,
+           "training": last_epoch(checkpoint.parent)}
+    shutil.rmtree(embeddings, ignore_errors=True)  # ~MBs per run; the metrics are what the table needs
+    cached.write_text(json.dumps(out, indent=1))
+    return out
 
 
-def _f(value: Any) -> str:
-    return f"{value:.3f}" if isinstance(value, (int, float)) and value == value else "  -  "
+# ---------------------------------------------------------------- table
+
+def columns(scores: list[str]) -> list[tuple[str, tuple[str, ...]]]:
+    view = "challenging"
+    cols = [("probe", ("views", view, "probe")), ("visual-only", ("views", view, "visual_only")),
+            ("audio-only", ("views", view, "audio_only")), ("class", ("views", view, "class")),
+            ("kNN P@5", ("views", view, "knn_p_at_5")), ("v→a R@10", ("views", view, "recall_at_10"))]
+    cols += [(f"AUC {s}", ("anomaly", s)) for s in scores]
+    cols += [("mined prec", ("training", "mined_label_precision"))]
+    return cols
 
 
-def table(results: list[dict[str, Any]], heads: list[str]) -> str:
-    """One markdown table: probe accuracy per view and features, anomaly, search, mining precision."""
-    columns = []
-    for head in heads:
-        for view in VIEWS:
-            for features in (FEATURES if head == "linear" else ("both",)):
-                columns.append((f"{head} {view[:3]} {features}", ("localize", head, features, view)))
-    columns += [("anom AUC", ("anomaly", "roc_auc")), ("anom AP", ("anomaly", "average_precision"))]
-    columns += [(f"P@5 {v[:3]}", ("search", v, "p_at_5")) for v in VIEWS]
-    columns += [(f"mAP {v[:3]}", ("search", v, "map")) for v in VIEWS]
-    columns += [("mined/anchor", ("mining", "extra_positives_per_anchor")),
-                ("mined prec", ("mining", "mined_label_precision")), ("random prec", ("mining", "random_label_share"))]
+def value(result: dict[str, Any], path: tuple[str, ...]) -> float:
+    node: Any = result
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    return float(node) if isinstance(node, (int, float)) else float("nan")
 
-    def get(result: dict, path: tuple) -> Any:
-        node: Any = result
-        if path[0] == "localize":  # summary["accuracy"] is {features: {view: acc}} or {head: {features: {view}}}
-            node = node["localize"]
-            node = node.get(path[1], node) if isinstance(node, dict) else node
-            path = path[2:]
-        for key in path:
-            node = node.get(key) if isinstance(node, dict) else None
-        return node
 
-    ranks = mean_ranks(results, [path for name, path in columns if is_headline(name)], get)
-    lines = ["| method | " + " | ".join(c for c, _ in columns) + " | mean rank |", "|---" * (len(columns) + 2) + "|"]
-    for r in results:
-        lines.append(f"| {r['method']} | " + " | ".join(_f(get(r, p)) for _, p in columns)
-                     + f" | {ranks[r['method']]:.2f} |")
+def mean_std(results: list[dict[str, Any]], path: tuple[str, ...]) -> tuple[float, float]:
+    values = np.array([value(r, path) for r in results])
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return float("nan"), float("nan")
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def cell(mean: float, std: float) -> str:
+    return "-" if mean != mean else f"{mean:.3f} ± {std:.3f}"
+
+
+def table(by_method: dict[str, list[dict[str, Any]]], scores: list[str], view: str = "challenging") -> str:
+    cols = [(name, tuple(view if p == "challenging" else p for p in path)) for name, path in columns(scores)]
+    lines = ["| method | seeds | " + " | ".join(c for c, _ in cols) + " |", "|---|---:" + "|---" * len(cols) + "|"]
+    for method, results in by_method.items():
+        lines.append(f"| {method} | {len(results)} | " + " | ".join(cell(*mean_std(results, p)) for _, p in cols) + " |")
     return "\n".join(lines)
 
 
-def is_headline(column: str) -> bool:
-    """The columns the mean rank averages: both-feature localization, anomaly AUC/AP, search P@5/mAP."""
-    return column.endswith(" both") or column.startswith(("anom", "P@5", "mAP"))
-
-
-def mean_ranks(results: list[dict[str, Any]], paths: list[tuple], get: Any) -> dict[str, float]:
-    """Each method's rank (1 = best, ties share the mean rank) averaged over ``paths``; missing values rank last."""
-    totals = {r["method"]: 0.0 for r in results}
-    for path in paths:
-        values = np.array([v if isinstance(v := get(r, path), (int, float)) and v == v else -np.inf for r in results])
-        order = (-values).argsort(kind="stable")
-        rank = np.empty(len(values))
-        rank[order] = np.arange(1, len(values) + 1)
-        for value in np.unique(values):  # ties share their mean rank
-            rank[values == value] = rank[values == value].mean()
-        for r, x in zip(results, rank):
-            totals[r["method"]] += x / max(len(paths), 1)
-    return totals
+def references(by_method: dict[str, list[dict[str, Any]]], view: str = "challenging") -> str:
+    """Chance levels beside the table: v→a recall chance, kNN class prior, loudness AUC, random pairs' label share."""
+    any_results = [r for results in by_method.values() for r in results]
+    parts = [f"v→a recall@10 chance {mean_std(any_results, ('views', view, 'recall_chance'))[0]:.3f}",
+             f"kNN class prior {mean_std(any_results, ('views', view, 'knn_prior'))[0]:.3f}",
+             f"loudness-baseline AUC {mean_std(any_results, ('anomaly', 'loudness'))[0]:.3f}",
+             f"random pairs' label share {mean_std(any_results, ('training', 'random_label_share'))[0]:.3f}"]
+    return "Chance and baselines (" + view + "): " + "; ".join(parts) + "."
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", type=Path, default=Path("out/quality"))
-    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
-    parser.add_argument("--heads", default="linear,cpsp", help="localization heads: linear[,cpsp]")
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                        help="comma-separated random/<input> or <pairing>/<loss>/<input>")
+    parser.add_argument("--seeds", default="0,1,2", help="training seeds, comma-separated")
+    parser.add_argument("--scores", default=",".join(SCORES), help=f"anomaly scores, of {', '.join(SCORES)}")
     parser.add_argument("--train-minutes", type=float, default=20.0)
-    parser.add_argument("--eval-minutes", type=float, default=10.0)
+    parser.add_argument("--eval-minutes", type=float, default=60.0)
+    parser.add_argument("--rate-scale", type=float, default=5.0,
+                        help="event rates × this: a busy street, and enough events on B for the metrics")
     parser.add_argument("--size", default="320x180")
     parser.add_argument("--seed-a", type=int, default=1)
     parser.add_argument("--seed-b", type=int, default=2)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
-    parser.add_argument("--crop", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=25)
+    parser.add_argument("--crop", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3, help="learning rate of both encoders (trained from scratch)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--warmup-steps", type=int, default=20)
+    parser.add_argument("--negative-exclusion", type=int, default=2, help="same-stream seconds within ±N are not negatives")
+    parser.add_argument("--knn-exclusion", type=int, default=60, help="anomaly kNN: own-stream seconds left out")
     parser.add_argument("--write-results", action="store_true", help="also write the printed summary into its section of bench/RESULTS.md")
     args = parser.parse_args(argv)
-    args.heads = [h for h in args.heads.split(",") if h]
-    methods = [m for m in args.methods.split(",") if m]
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown:
-        parser.error(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}")
+    try:
+        methods = [Method.parse(m) for m in args.methods.split(",") if m]
+    except ValueError as exc:
+        parser.error(str(exc))
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    args.scores = [s for s in args.scores.split(",") if s]
+    if unknown := sorted(set(args.scores) - set(SCORES)):
+        parser.error(f"--scores: unknown {unknown}; choose from {', '.join(SCORES)}")
 
     torch.set_num_threads(1)
     start_local_ray(num_cpus=2)
     data = prepare_data(args)
-    # The library's augmentation, bank and loss defaults are part of the budget: a change of them starts new runs.
-    budget_defaults = {k: v for k, v in EPGConfig().to_dict().items() if k in ("augment", "bank", "loss")}
-    defaults = hashlib.sha256(json.dumps(budget_defaults, sort_keys=True).encode()).hexdigest()[:8]
-    tag = f"{args.preset}-c{args.crop}-e{args.epochs}-b{args.batch_size}-lr{args.lr:g}-s{args.seed}-{defaults}"
-    results = []
-    for method in methods:
-        work = data["labels"].parent / "methods" / tag / method
-        work.mkdir(parents=True, exist_ok=True)
-        began = time.perf_counter()
-        results.append(evaluate(method, args, data, work))
-        print(f"{method}: done in {time.perf_counter() - began:.0f} s", flush=True)
-    budget = (f"Budget: pretraining on {args.train_minutes:g} min of timeline A's train view ({args.size}, crops "
-              f"{args.crop} px), preset {args.preset}, {args.epochs} epochs, batch {args.batch_size} visual samples, "
-              f"lr {args.lr:g} for both encoders, the library's augmentation and bank defaults (augmentation off for *-noaug), seed {args.seed}; evaluation on "
-              f"{args.eval_minutes:g} min of timeline B (similar and challenging views).")
-    text = budget + "\n\n" + table(results, args.heads)
-    report = Printed()
-    report("\n" + text)
+    tag = (f"{args.preset}-c{args.crop}-e{args.epochs}-b{args.batch_size}-lr{args.lr:g}-w{args.warmup_steps}"
+           f"-x{args.negative_exclusion}")
     out = data["labels"].parent / "methods" / tag
-    (out / "results.json").write_text(json.dumps({"budget": budget, "results": results}, indent=1))
-    (out / "results.md").write_text(text + "\n")
-    shutil.rmtree(out / "tmp", ignore_errors=True)
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for method in methods:
+        for seed in seeds:
+            work = out / method.name.replace("/", "_") / f"seed{seed}"
+            work.mkdir(parents=True, exist_ok=True)
+            began = time.perf_counter()
+            by_method.setdefault(method.name, []).append(evaluate(method, seed, args, data, work))
+            print(f"{method.name} seed {seed}: done in {time.perf_counter() - began:.0f} s", flush=True)
+    counts = event_counts(data["events"])
+    budget = (f"Budget: pretraining on {args.train_minutes:g} min of timeline A's train view ({args.size}, crops "
+              f"{args.crop} px, events ×{args.rate_scale:g}), preset {args.preset}, {args.epochs} epochs, batch "
+              f"{args.batch_size}, lr {args.lr:g} for both encoders (cosine after {args.warmup_steps} warm-up steps), "
+              f"negatives exclude ±{args.negative_exclusion} s, the library's augmentation and bank defaults; seeds "
+              f"{','.join(map(str, seeds))}; evaluation on {args.eval_minutes:g} min of timeline B. Events on B: "
+              + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".")
+    train_seconds = {m: np.mean([r["train_seconds"] for r in rs]) for m, rs in by_method.items()}
+    report = Printed()
+    report("\n" + budget)
+    for view in reversed(VIEWS):
+        report(f"\n{view} view (mean ± std over seeds; probes: balanced accuracy, chance 0.5; class: chance "
+               f"1/classes):\n")
+        report(table(by_method, args.scores, view))
+        report("\n" + references(by_method, view))
+    report("\nTraining seconds per run: " + ", ".join(f"{m} {s:.0f}" for m, s in train_seconds.items()))
+    (out / "results.json").write_text(json.dumps({"budget": budget, "results": by_method}, indent=1))
+    (out / "results.md").write_text(report.text + "\n")
     if args.write_results:
         update_results("Quality benchmark", report.text,
                        command_line(__file__, sys.argv[1:] if argv is None else argv))
