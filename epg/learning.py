@@ -22,6 +22,8 @@ import torch
 from epg.distance import pairwise_distance
 from epg.metrics import roc_auc
 
+# A run directory's record (under metrics/) of its initial model's diagnostics: the random-init anchor.
+INIT_DIAGNOSTICS_FILE = "holdout_init.json"
 COLLAPSE_SPREAD = 1e-3
 COLLAPSE_AUC = 0.02
 

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from epg.learning import INIT_DIAGNOSTICS_FILE
 from epg.timecode import hhmmss
 from pipelines.report.html import (
     Card,
@@ -151,7 +152,7 @@ def pretrain_section(run_dir: Path | None) -> str:
         Card("epochs x steps", f"{len(epochs)} x {int(as_float(epochs[-1].get('steps')))}", f"batch {optim.get('batch_size')}",
              "neutral"),
     ]
-    cards += learning_cards(epochs[-1])
+    cards += learning_cards(epochs[-1], read_json(run_dir / "metrics" / INIT_DIAGNOSTICS_FILE) or {})
     wanted = [("epoch", "epoch"), ("loss", "loss"), ("positives_per_anchor", "positives / anchor"),
               ("extra_positives_per_anchor", "mined / anchor"), ("mined_label_precision", "mined sharing a label"),
               ("random_label_share", "random sharing a label"), ("mined_time_gap", "mined time gap (s)"),
@@ -170,15 +171,21 @@ def pretrain_section(run_dir: Path | None) -> str:
     return section("Pretraining", what, body, "pretrain")
 
 
-def learning_cards(epoch: Mapping[str, str]) -> list[Card]:
-    """Did the encoders learn? The last epoch's held-out diagnostics against chance (none before they existed)."""
+def learning_cards(epoch: Mapping[str, str], initial: Mapping[str, float] | None = None) -> list[Card]:
+    """Did the encoders learn? The last epoch's held-out diagnostics against chance and against the initial
+    (random) model when the run measured it; none before the diagnostics existed."""
     auc, recall, chance = (as_float(epoch.get(f"holdout_{k}")) for k in ("pair_auc", "recall_at_k", "recall_chance"))
     if not math.isfinite(auc):
         return []
+    initial = initial or {}
+    auc0, recall0 = (as_float(initial.get(f"holdout_{k}")) for k in ("pair_auc", "recall_at_k"))
     collapsed = as_float(epoch.get("holdout_collapsed")) == 1.0
+    at_init = (lambda x: f"; random init {fmt(x, 2)}" if math.isfinite(x) else "")
     return [Card("held-out pair AUC", fmt(auc, 2), "a clip's picture vs its sound against far pairs; chance 0.50"
-                 + ("; embeddings collapsed" if collapsed else ""), "bad" if collapsed else tone(auc, 0.5)),
-            Card("held-out v→a recall@10", fmt(recall, 2), f"within ±2 s; chance {fmt(chance, 2)}", tone(recall, chance))]
+                 + at_init(auc0) + ("; embeddings collapsed" if collapsed else ""),
+                 "bad" if collapsed else tone(auc, max(0.5, auc0) if math.isfinite(auc0) else 0.5)),
+            Card("held-out v→a recall@10", fmt(recall, 2), f"within ±2 s; chance {fmt(chance, 2)}" + at_init(recall0),
+                 tone(recall, max(chance, recall0) if math.isfinite(recall0) else chance))]
 
 
 SCORE_MEANING = {

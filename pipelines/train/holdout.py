@@ -5,13 +5,18 @@ epoch end rank 0 embeds (eval mode, v = the mean of the two crops, as scoring do
 spread sample of at most ``holdout_max_clips`` of those clips and computes
 ``epg.learning.learning_diagnostics`` with the distance of the run's loss. The split is a
 deterministic function of the clips (each stream's time span), so the driver's training dataset
-and every worker agree on it, and a resumed run holds out the same seconds.
+and every worker agree on it, and a resumed run holds out the same seconds. Before the first
+step, rank 0 also measures the initial model (``metrics/holdout_init.json``): the random-init
+anchor every epoch is read against.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +25,7 @@ import pyarrow.parquet as pq
 import torch
 
 from epg.encoders import AVEncoders
-from epg.learning import learning_diagnostics
+from epg.learning import INIT_DIAGNOSTICS_FILE, learning_diagnostics
 from pipelines.media.storage import OutputStore
 from pipelines.train.data import CLIP_COLUMNS, ClipsInfo, decode_clips
 
@@ -98,6 +103,14 @@ def holdout_diagnostics(model: AVEncoders, clips: Mapping[str, np.ndarray], lam:
     t = torch.as_tensor(clips["t"][::2])
     found = learning_diagnostics(torch.cat(vs), torch.cat(as_), stream, t, lam=lam)
     return {f"{PREFIX}{key}": value for key, value in found.items()} | {f"{PREFIX}clips": float(len(t))}
+
+
+def write_init_diagnostics(metrics_dir: Path, diagnostics: Mapping[str, float]) -> None:
+    """Record the initial model's diagnostics (atomically), so every later epoch can be read against them."""
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    tmp = metrics_dir / f".{INIT_DIAGNOSTICS_FILE}.partial"
+    tmp.write_text(json.dumps(dict(diagnostics), indent=1))
+    os.replace(tmp, metrics_dir / INIT_DIAGNOSTICS_FILE)
 
 
 def describe(diagnostics: Mapping[str, float]) -> str:

@@ -22,7 +22,8 @@ from epg.step import train_step
 from pipelines.train.checkpoint import Position, build_model, load_checkpoint, save_checkpoint
 from pipelines.train.config import PretrainConfig
 from pipelines.train.data import inspect_clips, to_torch_batch
-from pipelines.train.holdout import describe, holdout_cutoffs, holdout_diagnostics, load_holdout
+from pipelines.train.holdout import (describe, holdout_cutoffs, holdout_diagnostics, load_holdout,
+                                     write_init_diagnostics)
 from pipelines.train.metrics import MetricsLog, progress
 
 
@@ -104,6 +105,10 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     if rank == 0 and config.holdout_fraction > 0:
         info = inspect_clips(config.clips)
         holdout = load_holdout(info, holdout_cutoffs(info, config.holdout_fraction), config.holdout_max_clips)
+        if holdout is not None and position.step == 0:  # the random-init anchor, before the first step
+            initial = holdout_diagnostics(model, holdout, epg.loss.distance_lam, device)
+            write_init_diagnostics(run_dir / "metrics", initial)
+            progress(f"at init{describe(initial)}")
     batch_log = None
     if config.log_batches:
         (run_dir / "batches").mkdir(parents=True, exist_ok=True)
