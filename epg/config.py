@@ -61,7 +61,7 @@ class VisualConfig(Config):
     dropout: float = 0.5
     checkpoint: str | None = None
     init: VisualInit = "scratch"
-    input: VisualInput = "raw"
+    input: VisualInput = "residual"  # picked by bench/quality.py (bench/RESULTS.md)
     # Kinetics normalisation of X3D's published weights; input video is in [0, 1].
     mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
     std: tuple[float, float, float] = (0.225, 0.225, 0.225)
@@ -190,24 +190,24 @@ class PairConfig(Config):
 class LossConfig(Config):
     """The loss of pretraining and the distance D (Eq. 5) that goes with it.
 
-    kind ``hadsell``: the multi-positive margin loss of Eq. 4 (``epg.loss_margin``) on
+    kind ``hadsell`` (the paper's reading): the multi-positive margin loss of Eq. 4 (``epg.loss_margin``) on
     D = λ·‖x−y‖ + (1−λ)·(1−cos), with margin m and negative weight ν (positives weigh 1 and w).
     kind ``infonce``: a multi-positive InfoNCE (``epg.loss_infonce``) on L2-normalised
     embeddings with ``temperature``; its distance downstream is the cosine one (λ = 0).
     negative_exclusion: same-stream candidates within ±N s of the anchor that are not
     positives are left out of the negatives (seconds of the same passing vehicle are not
-    pushed apart); 0 keeps every non-positive candidate a negative (the paper's reading).
+    pushed apart; default ±2 s); 0 keeps every non-positive candidate a negative (the paper's reading).
     pool_crops: a clip's two crops (its visual samples of one (stream, t)) enter the loss as one
     sample, the mean of their embeddings, as scoring computes v; False (the paper's reading) keeps
     them as two samples. A passing vehicle is often in one crop only.
     """
 
-    kind: LossKind = "hadsell"
+    kind: LossKind = "infonce"  # picked by bench/quality.py (bench/RESULTS.md)
     lam: float = 0.5
     margin: float = 1.0
     negative_weight: float = 1.0
     temperature: float = 0.1
-    negative_exclusion: int = 0
+    negative_exclusion: int = 2
     pool_crops: bool = False
 
     def __post_init__(self) -> None:
@@ -302,7 +302,7 @@ class OptimConfig(Config):
 
     epochs: int = 10
     batch_size: int = 64
-    lr_visual: float = 1e-4
+    lr_visual: float = 1e-3  # from scratch (VisualConfig.init); ~1e-4 fine-tunes a pretrained X3D
     lr_audio: float = 1e-3
     weight_decay_visual: float = 1e-4
     weight_decay_audio: float = 1e-4

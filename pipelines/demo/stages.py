@@ -205,9 +205,13 @@ class DemoRun:
 
     def anomaly(self) -> tuple[str, str]:
         layout = self.layout
+        # A kNN score leaves ±knn_exclusion s of a second's own stream out of its neighbours: on short
+        # footage (a test's minute) that would leave the reference seconds none, so it shrinks to a quarter.
+        exclusion = min(AnomalyJobConfig.default_of("knn_exclusion"), int(self.config.minutes * 60) // 4)
         result = run_anomaly(AnomalyJobConfig(embeddings=str(layout.embeddings), output=str(layout.anomaly),
                                               reference=(REFERENCE_VIEW,), sigma=self.config.anomaly_sigma,
-                                              labels=str(layout.labels), start_times=self.start_times))
+                                              knn_exclusion=exclusion, labels=str(layout.labels),
+                                              clips=str(layout.clips), start_times=self.start_times))
         print(anomaly_text(result, Clock(self.start_times)), flush=True)
         return "ran", f"{len(result.events)} events"
 

@@ -5,7 +5,7 @@
 Output directory:
 
     config.json             this run's AnomalyJobConfig
-    scores.parquet          stream_id, t, score (= av_dist), anomalous
+    scores.parquet          stream_id, t, score (of ``score``), anomalous
     events.parquet          stream_id, start, end (exclusive), duration, peak_t, peak_score, labels
     events.json             {"threshold", "events": [... + start_hhmmss, end_hhmmss, peak_hhmmss]}
     timeline-<stream>.png   score over time, threshold, events (and labelled anomalies)
@@ -14,8 +14,9 @@ Output directory:
                             metrics_per_stream), event precision/recall
 
 Decisions (where the design is silent):
-- ``score``: ``av_dist`` (the default; the embeddings' D(v, a) with the model's λ, not
-  recomputed), ``knn_visual`` / ``knn_audio`` (``epg.anomaly.knn_novelty``: the mean distance to
+- ``score``: ``av_dist`` (the paper's; the embeddings' D(v, a) with the model's λ, not
+  recomputed), ``knn_visual`` / ``knn_audio`` (``knn_audio`` is the default, the quality
+  benchmark's best; ``epg.anomaly.knn_novelty``: the mean distance to
   the ``knn_k`` nearest reference seconds, leaving out the query's own stream within
   ±``knn_exclusion`` s, also for the reference seconds that fit the threshold), or ``fusion``
   (the mean of the two modalities' novelty z-scores on the reference). The threshold is fitted
@@ -69,7 +70,7 @@ class AnomalyJobConfig(Config):
     reference: tuple[str, ...]
     streams: tuple[str, ...] = ()  # () = every stream of the embeddings
     sigma: float = 2.0  # threshold = mean + sigma * std of the reference scores
-    score: str = "av_dist"  # one of SCORES
+    score: str = "knn_audio"  # one of SCORES; picked by bench/quality.py (bench/RESULTS.md)
     knn_k: int = 10
     knn_exclusion: int = 60  # seconds of the query's own stream left out of its neighbours
     clips: str | None = None  # clips root: the loudness baseline (with labels)

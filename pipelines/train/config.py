@@ -55,8 +55,8 @@ class PretrainConfig(Config):
     holdout_fraction: float = 0.1  # last share of every stream's seconds kept out of training, for the diagnostics
     holdout_max_clips: int = 1000  # held-out clips embedded at every epoch end (evenly spread)
     prefetch_batches: int = 2
-    lr_warmup_steps: int = 0
-    lr_schedule: LRSchedule = "constant"  # after the warm-up: constant, or cosine decay to 0 at the last step
+    lr_warmup_steps: int = 20
+    lr_schedule: LRSchedule = "cosine"  # after the warm-up: constant, or cosine decay to 0 at the last step
     freeze_batchnorm: bool = False  # BatchNorm on running statistics (exact data-parallel equivalence on CPU)
     sync_batchnorm: bool = True  # SyncBatchNorm across GPU workers
     log_every: int = 10

@@ -15,7 +15,10 @@ from epg.config import (
 def test_defaults_follow_the_design_and_the_benchmark():
     config = EPGConfig()
     assert config.loss.lam == 0.5 and config.loss.margin == 1.0
-    # Picked by bench/quality.py (bench/RESULTS.md): consensus mining, a mining-only bank, no spatial shift.
+    # Picked by bench/quality.py (bench/RESULTS.md): consensus mining, a mining-only bank, no spatial shift;
+    # InfoNCE with ±2 s out of the negatives, the residual visual input, lr 1e-3 for f_v from scratch.
+    assert (config.loss.kind, config.loss.negative_exclusion, config.loss.distance_lam) == ("infonce", 2, 0.0)
+    assert config.model.visual.input == "residual" and config.optim.lr_visual == 1e-3
     assert config.pairs.mining == "consensus" and config.pairs.k == 4 and config.pairs.tau == 0
     assert config.bank.mining_only and config.augment.shift == 0.0
     assert config.pairs.mined_as == "positive" and config.augment.enabled

@@ -28,7 +28,8 @@ def with_mined(labels: PairLabels, index: list[list[int]]) -> PairLabels:
 
 
 def loss_of(anchors, labels, candidates=None, mined_weight=1.0, mined_as="positive", chunk=1, **config):
-    config = LossConfig(kind="infonce", temperature=config.pop("temperature", 1.0), **config)
+    config = LossConfig(kind="infonce", temperature=config.pop("temperature", 1.0),
+                        negative_exclusion=config.pop("negative_exclusion", 0), **config)
     return multi_positive_infonce_loss(anchors, candidates or CandidateSet([anchors]), labels, config, mined_weight,
                                        mined_as, chunk, bank_mining_only=False)
 
@@ -66,7 +67,7 @@ def test_near_in_time_candidates_leave_the_negatives_of_both_losses():
     kept = loss_of(anchors, labels, negative_exclusion=2)
     assert kept.num_negative == 0 and math.isclose(float(kept.loss), 0.0, abs_tol=1e-6)
     assert loss_of(anchors, labels, negative_exclusion=1).num_negative == 2  # 2 s apart: outside ±1 s
-    margin = LossConfig(lam=1.0, margin=2.0, negative_exclusion=2)
+    margin = LossConfig(kind="hadsell", lam=1.0, margin=2.0, negative_exclusion=2)
     terms = multi_positive_margin_loss(anchors, CandidateSet([anchors]), labels, margin, 1.0, "positive", 1)
     assert terms.num_negative == 0 and float(terms.negative) == 0.0
 
@@ -76,7 +77,7 @@ def test_bank_mining_only_adds_mined_positives_and_nothing_else():
     bank = Samples(anchors.v.detach().clone(), anchors.a.detach().clone(), anchors.stream, anchors.t, anchors.label)
     candidates = CandidateSet([anchors, bank])
     labels = with_mined(tpg_labels(anchors, candidates, 0, 0.0), [[3], [-1]])  # anchor 1 mines bank row 1
-    config = LossConfig(kind="infonce", temperature=1.0)
+    config = LossConfig(kind="infonce", temperature=1.0, negative_exclusion=0)
     only = multi_positive_infonce_loss(anchors, candidates, labels, config, 1.0, "positive", 1, bank_mining_only=True)
     assert (only.num_aligned, only.num_mined, only.num_negative) == (2, 1, 2)
     # Anchor 1: a1 (aligned, logit 1), bank a2 (mined, logit 0), batch a2 (negative, logit 0).

@@ -25,7 +25,7 @@ def with_mined(labels: PairLabels, index: list[list[int]]) -> PairLabels:
 
 
 def loss_of(anchors, labels, mined_weight=1.0, mined_as="positive", chunk=1, margin=2.0):
-    config = LossConfig(lam=1.0, margin=margin)
+    config = LossConfig(kind="hadsell", negative_exclusion=0, lam=1.0, margin=margin)
     return multi_positive_margin_loss(anchors, CandidateSet([anchors]), labels, config, mined_weight, mined_as, chunk)
 
 
@@ -60,7 +60,7 @@ def test_bank_mining_only_gives_mined_positives_and_nothing_else():
     candidates = CandidateSet([anchors, bank])
     # Anchor 0 mines bank row 1 (global index 3); anchor 1 mines nothing.
     labels = with_mined(tpg_labels(anchors, candidates, 0, 1.0), [[3], [-1]])
-    config = LossConfig(lam=1.0, margin=2.0)
+    config = LossConfig(kind="hadsell", negative_exclusion=0, lam=1.0, margin=2.0)
     full = multi_positive_margin_loss(anchors, candidates, labels, config, 1.0, "positive", 1)
     only = multi_positive_margin_loss(anchors, candidates, labels, config, 1.0, "positive", 1, bank_mining_only=True)
     batch = loss_of(anchors, tpg_labels(anchors, CandidateSet([anchors]), 0, 1.0))
@@ -85,7 +85,7 @@ def test_chunking_changes_neither_value_nor_gradient():
         candidates = CandidateSet([anchors, bank])
         config = PairConfig(mining="topk", k=2, warmup_epochs=0, exclusion_window=1, mined_weight=0.7)
         labels = pair_labels(anchors, candidates, config, 0.5, epoch=0, chunk_size=chunk)
-        terms = multi_positive_margin_loss(anchors, candidates, labels, LossConfig(), 0.7, "positive", chunk)
+        terms = multi_positive_margin_loss(anchors, candidates, labels, LossConfig(kind="hadsell", negative_exclusion=0), 0.7, "positive", chunk)
         terms.loss.backward()
         values.append((terms.loss.detach(), v.grad, a.grad))
     for loss, gv, ga in values[1:]:
@@ -111,7 +111,7 @@ def test_loss_is_non_negative(data, lam, margin, mined_as):
     anchors = Samples(x[:n], x[n:], torch.tensor(stream), torch.zeros(n, dtype=torch.int64), torch.full((n,), -1))
     candidates = CandidateSet([anchors])
     labels = pair_labels(anchors, candidates, PairConfig(mining="topk", k=1, warmup_epochs=0), lam, 0, 2)
-    terms = multi_positive_margin_loss(anchors, candidates, labels, LossConfig(lam=lam, margin=margin), 1.0, mined_as, 2)
+    terms = multi_positive_margin_loss(anchors, candidates, labels, LossConfig(kind="hadsell", negative_exclusion=0, lam=lam, margin=margin), 1.0, mined_as, 2)
     assert float(terms.loss) >= 0 and math.isfinite(float(terms.loss))
 
 
@@ -124,6 +124,6 @@ def test_perfect_embedding_has_zero_loss(clips, crops, lam, margin):
     anchors = Samples(x.clone().requires_grad_(), x.clone(), index, torch.zeros_like(index), torch.full_like(index, -1))
     candidates = CandidateSet([anchors])
     labels = tpg_labels(anchors, candidates, 0, lam)
-    terms = multi_positive_margin_loss(anchors, candidates, labels, LossConfig(lam=lam, margin=margin), 1.0, "positive", 3)
+    terms = multi_positive_margin_loss(anchors, candidates, labels, LossConfig(kind="hadsell", negative_exclusion=0, lam=lam, margin=margin), 1.0, "positive", 3)
     assert terms.num_aligned == clips * crops * crops
     assert float(terms.loss.detach()) == pytest.approx(0.0, abs=1e-4)

@@ -20,9 +20,10 @@ CONFIG = EPGConfig(
     pairs=PairConfig(mining="topk", k=1, warmup_epochs=0, exclusion_window=2),
     bank=BankConfig(size=10, chunk_size=3),
     augment=AugmentConfig(enabled=False),
+    loss=LossConfig(kind="hadsell"),
 )
 CONFIGS = {"hadsell": CONFIG, "infonce": replace(CONFIG, loss=LossConfig(kind="infonce", temperature=0.2)),
-           "hadsell-pooled": replace(CONFIG, loss=LossConfig(pool_crops=True))}
+           "hadsell-pooled": replace(CONFIG, loss=LossConfig(kind="hadsell", pool_crops=True))}
 TWIN, TWIN_OF = 6, 1  # global sample 6 (rank 1) repeats sample 1's inputs (rank 0) in another stream
 
 

@@ -69,7 +69,7 @@ def test_anomaly_job_finds_the_planted_anomalies(scene, tmp_path, capsys):
     built, _, _ = scene
     out = tmp_path / "anomaly"
     code = anomaly_cli.main(["--embeddings", str(built.embeddings), "--reference", "train", "--labels", str(built.labels),
-                             "--start-time", "2026-05-01T23:59:00", "--output", str(out)])
+                             "--start-time", "2026-05-01T23:59:00", "--output", str(out), "--score", "av_dist"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "threshold" in printed and "ROC-AUC 1.000" in printed
@@ -102,16 +102,16 @@ def test_anomaly_job_finds_the_planted_anomalies(scene, tmp_path, capsys):
     config = read_json(out / "config.json")
     assert AnomalyJobConfig.from_dict(config) == AnomalyJobConfig(
         embeddings=str(built.embeddings), output=str(out), reference=("train",), labels=str(built.labels),
-        start_times={"*": "2026-05-01T23:59:00"})
+        start_times={"*": "2026-05-01T23:59:00"}, score="av_dist")
 
 
 def test_anomaly_rerun_with_max_gap_rewrites_the_directory(scene, tmp_path):
     built, _, _ = scene
     out = tmp_path / "anomaly"
-    assert anomaly_cli.main(["--embeddings", str(built.embeddings), "--reference", "train", "--output", str(out)]) == 0
+    base = ["--embeddings", str(built.embeddings), "--reference", "train", "--score", "av_dist"]  # the planted scores
+    assert anomaly_cli.main([*base, "--output", str(out)]) == 0
     assert (out / "timeline-train.png").exists()
-    assert anomaly_cli.main(["--embeddings", str(built.embeddings), "--reference", "train", "--streams", "similar",
-                             "--max-gap", "70", "--no-plots", "--output", str(out)]) == 0
+    assert anomaly_cli.main([*base, "--streams", "similar", "--max-gap", "70", "--no-plots", "--output", str(out)]) == 0
     events = pq.read_table(out / "events.parquet").to_pylist()
     # The two glass breaks, 66 s apart, become one event; its peak is the highest second of both.
     assert [(e["stream_id"], e["start"], e["end"]) for e in events] == [("similar", 100, 173)]

@@ -45,7 +45,7 @@ SETTINGS = EmbedConfig(batch_size=16, rows_per_file=8, clips_per_task=8, window_
 
 def write_checkpoint(run_dir: Path, step: int, seed: int, crop: int = CROP) -> Path:
     """A checkpoint directory exactly as pretraining writes it (``save_checkpoint``), plus the run's config.json."""
-    epg = EPGConfig(model=ModelConfig.tiny(crop_size=crop), loss=LossConfig(lam=LAM), optim=OptimConfig(seed=seed))
+    epg = EPGConfig(model=ModelConfig.tiny(crop_size=crop), loss=LossConfig(kind="hadsell", lam=LAM), optim=OptimConfig(seed=seed))
     config = PretrainConfig(clips="unused", run_dir=str(run_dir), epg=epg, preset="tiny")
     model = build_model(config)
     with torch.no_grad():  # running statistics away from the initial (0, 1), as after training
@@ -55,7 +55,7 @@ def write_checkpoint(run_dir: Path, step: int, seed: int, crop: int = CROP) -> P
                 module.running_var.uniform_(0.5, 2.0)
     optimizer = build_optimizer(model, epg.optim)
     directory = run_dir / f"checkpoint_step{step:09d}"
-    save_checkpoint(directory, 0, config, model, optimizer, build_scheduler(optimizer, config),
+    save_checkpoint(directory, 0, config, model, optimizer, build_scheduler(optimizer, config, total_steps=10),
                     EmbeddingBank.from_config(epg.bank), Position(step=step))
     (run_dir / "config.json").write_text(json.dumps({"config": config.to_dict()}))
     return directory

@@ -17,6 +17,7 @@ import torch
 
 from epg.bank import EmbeddingBank
 from epg.config import AugmentConfig, BankConfig, EPGConfig, ModelConfig, OptimConfig, PairConfig
+from epg.learning import INIT_DIAGNOSTICS_FILE
 from epg.optim import apply_schedule, build_optimizer
 from epg.samples import Samples
 from epg.step import train_step
@@ -45,7 +46,8 @@ def clips(tmp_path_factory, ray_local) -> tuple[Path, Path]:
 
 def make_config(clips_root: Path, run_dir: Path, **overrides) -> PretrainConfig:
     values = dict(clips=str(clips_root), run_dir=str(run_dir), epg=EPG, preset="tiny", workers=2, cpus_per_worker=0.5,
-                  checkpoint_every=4, shuffle_buffer=32, log_every=1, holdout_fraction=0.2)  # 12 s held out
+                  checkpoint_every=4, shuffle_buffer=32, log_every=1, holdout_fraction=0.2,  # 12 s held out
+                  lr_schedule="constant", lr_warmup_steps=0)  # the step-equality tests replay a constant rate
     values.update(overrides)
     return PretrainConfig(**values)
 
@@ -100,6 +102,9 @@ def test_two_workers_train_end_to_end_and_record_everything(epg_run, clips):
         assert e["holdout_clips"] > 0 and 0 <= e["holdout_pair_auc"] <= 1 and e["holdout_collapsed"] in (0.0, 1.0)
         assert 0 <= e["holdout_recall_at_k"] <= 1 and 0 < e["holdout_recall_chance"] <= 1  # 12 clips: k = 10 is most
         assert e["holdout_v_spread"] > 0 and e["holdout_a_spread"] > 0
+    # and once before the first step: the random-init anchor the epochs are read against
+    initial = json.loads((epg_run / "metrics" / INIT_DIAGNOSTICS_FILE).read_text())
+    assert initial["holdout_clips"] == per_epoch[0]["holdout_clips"] and 0 <= initial["holdout_pair_auc"] <= 1
     # the loss falls within the EPG phase (same labelling rule, recurring events)
     assert per_epoch[2]["loss"] < per_epoch[1]["loss"]
     assert rows[-1]["loss"] < rows[3]["loss"]
