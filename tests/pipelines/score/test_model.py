@@ -13,7 +13,7 @@ from pipelines.train.checkpoint import build_model, write_model
 from pipelines.train.config import PretrainConfig
 
 
-@pytest.mark.parametrize("loss, lam", [(LossConfig(lam=0.3), 0.3), (LossConfig(kind="infonce", lam=0.3), 0.0)])
+@pytest.mark.parametrize("loss, lam", [(LossConfig(kind="hadsell", lam=0.3), 0.3), (LossConfig(kind="infonce", lam=0.3), 0.0)])
 def test_scoring_uses_the_distance_of_the_loss(tmp_path, loss, lam):
     epg = EPGConfig(model=ModelConfig.tiny(), loss=loss)
     config = PretrainConfig(clips="unused", run_dir=str(tmp_path), epg=epg, preset="tiny")
