@@ -21,35 +21,17 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from epg.config import LossConfig, MinedAs
 from epg.loss_margin import LossTerms
-from epg.pairs import PairLabels, loss_masks
+from epg.pairs import ChunkPairs, PairLabels, loss_chunks, run_chunk
 from epg.samples import CandidateSet, Samples
 
 
-def _chunk_parts(
-    v: torch.Tensor,
-    a: torch.Tensor,
-    cand_v: torch.Tensor,
-    cand_a: torch.Tensor,
-    anchor_stream: torch.Tensor,
-    anchor_t: torch.Tensor,
-    cand_stream: torch.Tensor,
-    cand_t: torch.Tensor,
-    mined_index: torch.Tensor,
-    offset: int,
-    tau: int,
-    exclusion: int,
-    temperature: float,
-    mined_weight: float,
-    mined_positive: bool,
-    batch_chunk: bool,
-) -> tuple[torch.Tensor, ...]:
+def _chunk_parts(v: torch.Tensor, a: torch.Tensor, cand_v: torch.Tensor, cand_a: torch.Tensor, pairs: ChunkPairs,
+                 temperature: float, mined_weight: float, mined_positive: bool) -> tuple[torch.Tensor, ...]:
     """One candidate chunk, per direction: per-anchor log-sum-exp over P ∪ N, Σ w·s over P, Σ w; counts."""
-    aligned, mined, negative = loss_masks(anchor_stream, anchor_t, cand_stream, cand_t, mined_index, offset, tau,
-                                          exclusion, batch_chunk)
+    aligned, mined, negative = pairs.masks()
     if not mined_positive:
         mined = torch.zeros_like(mined)
     weight = aligned.float() + mined_weight * mined.float()
@@ -83,13 +65,9 @@ def multi_positive_infonce_loss(
     positive_sum = {0: anchors.v.new_zeros(n), 1: anchors.v.new_zeros(n)}
     weights = anchors.v.new_zeros(n)
     counts = [0, 0, 0]
-    use_checkpoint = torch.is_grad_enabled()
-    for offset, chunk in candidates.chunks(chunk_size):
-        args = (anchors.v, anchors.a, chunk.v, chunk.a, labels.anchor_stream, labels.anchor_t, chunk.stream, chunk.t,
-                labels.mined_index, offset, labels.tau, config.negative_exclusion, config.temperature, mined_weight,
-                mined_as == "positive", not bank_mining_only or offset < n)
-        parts = checkpoint(_chunk_parts, *args, use_reentrant=False, preserve_rng_state=False) if use_checkpoint \
-            else _chunk_parts(*args)
+    for chunk, pairs in loss_chunks(n, candidates, labels, chunk_size, config.negative_exclusion, bank_mining_only):
+        parts = run_chunk(_chunk_parts, anchors.v, anchors.a, chunk.v, chunk.a, pairs, config.temperature, mined_weight,
+                          mined_as == "positive")
         lse[0].append(parts[0])
         positive_sum[0] = positive_sum[0] + parts[1]
         lse[1].append(parts[2])

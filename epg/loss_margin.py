@@ -22,11 +22,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from epg.config import LossConfig, MinedAs
 from epg.distance import pairwise_distance
-from epg.pairs import PairLabels, loss_masks
+from epg.pairs import ChunkPairs, PairLabels, loss_chunks, run_chunk
 from epg.samples import CandidateSet, Samples
 
 
@@ -43,31 +42,14 @@ class LossTerms:
     num_negative: int
 
 
-def _chunk_sums(
-    v: torch.Tensor,
-    a: torch.Tensor,
-    cand_v: torch.Tensor,
-    cand_a: torch.Tensor,
-    anchor_stream: torch.Tensor,
-    anchor_t: torch.Tensor,
-    cand_stream: torch.Tensor,
-    cand_t: torch.Tensor,
-    mined_index: torch.Tensor,
-    offset: int,
-    tau: int,
-    exclusion: int,
-    lam: float,
-    margin: float,
-    mined_positive: bool,
-    batch_chunk: bool,
-) -> tuple[torch.Tensor, ...]:
+def _chunk_sums(v: torch.Tensor, a: torch.Tensor, cand_v: torch.Tensor, cand_a: torch.Tensor, pairs: ChunkPairs,
+                lam: float, margin: float, mined_positive: bool) -> tuple[torch.Tensor, ...]:
     """One candidate chunk, both directions: Σ_aligned D², Σ_mined D², Σ_negative hinge², and the three counts.
 
-    The label masks are rebuilt here (``epg.pairs.loss_masks``), so that checkpointing saves
+    The label masks are rebuilt here (``ChunkPairs.masks``), so that checkpointing saves
     only small inputs and never an N × chunk mask.
     """
-    aligned, mined, negative = loss_masks(anchor_stream, anchor_t, cand_stream, cand_t, mined_index, offset, tau,
-                                          exclusion, batch_chunk)
+    aligned, mined, negative = pairs.masks()
     d_va = pairwise_distance(v, cand_a, lam)
     d_av = pairwise_distance(a, cand_v, lam)
     squared = d_va.square() + d_av.square()
@@ -103,16 +85,10 @@ def multi_positive_margin_loss(
     zero = anchors.v.new_zeros(())
     totals = [zero, zero, zero]
     counts = [torch.zeros((), dtype=torch.int64, device=zero.device) for _ in range(3)]
-    use_checkpoint = torch.is_grad_enabled()
-    for offset, chunk in candidates.chunks(chunk_size):
-        args = (anchors.v, anchors.a, chunk.v, chunk.a, labels.anchor_stream, labels.anchor_t, chunk.stream, chunk.t,
-                labels.mined_index, offset, labels.tau, config.negative_exclusion, config.lam, config.margin,
-                mined_as == "positive",
-                not bank_mining_only or offset < len(anchors))
-        if use_checkpoint:
-            parts = checkpoint(_chunk_sums, *args, use_reentrant=False, preserve_rng_state=False)
-        else:
-            parts = _chunk_sums(*args)
+    for chunk, pairs in loss_chunks(len(anchors), candidates, labels, chunk_size, config.negative_exclusion,
+                                    bank_mining_only):
+        parts = run_chunk(_chunk_sums, anchors.v, anchors.a, chunk.v, chunk.a, pairs, config.lam, config.margin,
+                          mined_as == "positive")
         totals = [total + part for total, part in zip(totals, parts[:3])]
         counts = [count + part for count, part in zip(counts, parts[3:])]
     num_aligned, num_mined, num_negative = (int(count) for count in counts)

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from epg.config import PairConfig
 from epg.distance import distance, pairwise_distance
@@ -116,6 +118,42 @@ class PairLabels:
             out[:, offset:offset + len(chunk)] = self.aligned_chunk(chunk).to(torch.int8)
             out[:, offset:offset + len(chunk)][self.mined_chunk(offset, len(chunk))] = 2
         return out
+
+
+@dataclass(frozen=True)
+class ChunkPairs:
+    """The metadata from which a loss rebuilds one candidate chunk's masks (``loss_masks``) inside a checkpoint."""
+
+    anchor_stream: torch.Tensor
+    anchor_t: torch.Tensor
+    stream: torch.Tensor
+    t: torch.Tensor
+    mined_index: torch.Tensor
+    offset: int
+    tau: int
+    exclusion: int
+    batch_chunk: bool
+
+    def masks(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return loss_masks(self.anchor_stream, self.anchor_t, self.stream, self.t, self.mined_index, self.offset,
+                          self.tau, self.exclusion, self.batch_chunk)
+
+
+def loss_chunks(n_anchors: int, candidates: CandidateSet, labels: PairLabels, chunk_size: int, exclusion: int,
+                bank_mining_only: bool) -> Iterator[tuple[Samples, ChunkPairs]]:
+    """Each candidate chunk with its ``ChunkPairs``; with ``bank_mining_only`` the chunks after the global batch
+    (the first ``n_anchors`` candidates) give mined pairs only."""
+    for offset, chunk in candidates.chunks(chunk_size):
+        yield chunk, ChunkPairs(labels.anchor_stream, labels.anchor_t, chunk.stream, chunk.t, labels.mined_index,
+                                offset, labels.tau, exclusion, not bank_mining_only or offset < n_anchors)
+
+
+def run_chunk(function: Callable[..., tuple[torch.Tensor, ...]], *args: Any) -> tuple[torch.Tensor, ...]:
+    """``function(*args)``, under activation checkpointing when gradients are on: backward recomputes the
+    chunk's N × chunk matrices instead of keeping every chunk's alive."""
+    if torch.is_grad_enabled():
+        return checkpoint(function, *args, use_reentrant=False, preserve_rng_state=False)
+    return function(*args)
 
 
 class _RunningTopK:
