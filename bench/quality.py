@@ -8,7 +8,8 @@
 A method is ``random/<input>`` (untrained, seeded encoders) or ``<pairing>/<loss>/<input>``:
 pairing ``tpg`` or ``epg-<rule>`` (``epg-consensus``, ``epg-topk``, ``epg-adaptive``, ``epg-quantile``:
 the mining rule with the library's safeguards), loss ``hadsell`` or ``infonce``, input one of
-``VisualConfig.input`` (``raw``, ``residual``, ``diff``, ``normalized``).
+``VisualConfig.input`` (``raw``, ``residual``, ``diff``, ``normalized``), then any options:
+``/learned-t`` (a learned InfoNCE temperature), ``/pooled`` (a clip's two crops pooled in the loss).
 
 Protocol, the same budget for every method and seed:
 - Footage: synthetic streams of one scene at ``--rate-scale`` times the default event rates (a
@@ -86,6 +87,10 @@ VIEWS = ("similar", "challenging")
 COMMON_CLASSES = ("car", "bus", "truck", "motorcycle")
 
 
+# Training options a method name may end with (``tpg/infonce/residual/learned-t``): their pretrain flags.
+METHOD_OPTIONS = {"learned-t": ("--learn-temperature",), "pooled": ("--pool-crops",)}
+
+
 @dataclass(frozen=True)
 class Method:
     """One row of the table: ``pairing`` None for random encoders."""
@@ -95,6 +100,7 @@ class Method:
     loss: str | None
     visual_input: str
     seeds: tuple[int, ...] | None = None  # ``name@0,1``: these seeds only (a row shown once), else --seeds
+    options: tuple[str, ...] = ()  # keys of METHOD_OPTIONS
 
     @staticmethod
     def parse(spec: str) -> "Method":
@@ -103,10 +109,12 @@ class Method:
         parts = name.split("/")
         if parts[0] == "random" and len(parts) == 2 and parts[1] in VISUAL_INPUTS:
             return Method(name, None, None, parts[1], only)
-        if len(parts) == 3 and parts[0] in PAIRINGS and parts[1] in LOSS_KINDS and parts[2] in VISUAL_INPUTS:
-            return Method(name, parts[0], parts[1], parts[2], only)
-        raise ValueError(f"--methods: {spec!r} is not random/<input> or <pairing>/<loss>/<input>[@seed+seed] with "
-                         f"pairing in {PAIRINGS}, loss in {LOSS_KINDS}, input in {VISUAL_INPUTS}")
+        if (len(parts) >= 3 and parts[0] in PAIRINGS and parts[1] in LOSS_KINDS and parts[2] in VISUAL_INPUTS
+                and all(option in METHOD_OPTIONS for option in parts[3:])):
+            return Method(name, parts[0], parts[1], parts[2], only, tuple(parts[3:]))
+        raise ValueError(f"--methods: {spec!r} is not random/<input> or <pairing>/<loss>/<input>[/<option>...]"
+                         f"[@seed+seed] with pairing in {PAIRINGS}, loss in {LOSS_KINDS}, input in {VISUAL_INPUTS}, "
+                         f"options in {tuple(METHOD_OPTIONS)}")
 
 
 # ---------------------------------------------------------------- data
@@ -158,6 +166,7 @@ def train(method: Method, seed: int, args: argparse.Namespace, data: dict[str, P
     ]
     if method.pairing is not None:
         flags += ["--loss", method.loss, "--negative-exclusion", str(args.negative_exclusion)]
+        flags += [flag for option in method.options for flag in METHOD_OPTIONS[option]]
         if method.pairing == "tpg":
             flags += ["--pairing", "tpg"]
         else:

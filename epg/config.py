@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from epg.configs import Config, fail, non_negative, one_of, positive
+from epg.temperature import MAX_TEMPERATURE, MIN_TEMPERATURE
 
 VisualInit = Literal["scratch", "pytorchvideo"]
 VisualInput = Literal["raw", "residual", "diff", "normalized"]
@@ -194,6 +195,8 @@ class LossConfig(Config):
     D = λ·‖x−y‖ + (1−λ)·(1−cos), with margin m and negative weight ν (positives weigh 1 and w).
     kind ``infonce``: a multi-positive InfoNCE (``epg.loss_infonce``) on L2-normalised
     embeddings with ``temperature``; its distance downstream is the cosine one (λ = 0).
+    learn_temperature (infonce only): T is a trained parameter starting at ``temperature``
+    (``epg.temperature``), in its own optimiser group at ``OptimConfig.lr_audio`` without weight decay.
     negative_exclusion: same-stream candidates within ±N s of the anchor that are not
     positives are left out of the negatives (seconds of the same passing vehicle are not
     pushed apart; default ±2 s); 0 keeps every non-positive candidate a negative (the paper's reading).
@@ -209,12 +212,18 @@ class LossConfig(Config):
     temperature: float = 0.1
     negative_exclusion: int = 2
     pool_crops: bool = False
+    learn_temperature: bool = False
 
     def __post_init__(self) -> None:
         one_of(self, "kind", LOSS_KINDS)
         if not 0.0 <= self.lam <= 1.0:
             fail(self, "lam", "in [0, 1]", self.lam)
         positive(self, "margin", "temperature")
+        if self.learn_temperature and self.kind != "infonce":
+            fail(self, "learn_temperature", "False unless kind is 'infonce' (the margin loss has no temperature)",
+                 self.learn_temperature)
+        if self.learn_temperature and not MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE:
+            fail(self, "temperature", f"in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE}] when learned", self.temperature)
         non_negative(self, "negative_weight", "negative_exclusion")
 
     @property

@@ -1,6 +1,6 @@
 """The multi-positive InfoNCE loss of EPG (``LossConfig.kind = "infonce"``), SupCon-style.
 
-With L2-normalised embeddings and temperature T, for anchor i in the direction v → a:
+With L2-normalised embeddings and temperature T (fixed, or learned: ``epg.temperature``), for anchor i in the direction v → a:
 
     s_ij = cos(v_i, a_j) / T
     ℓ_i  = Σ_{p ∈ P_i} w_p · (log Σ_{k ∈ P_i ∪ N_i} exp s_ik − s_ip) / Σ_{p ∈ P_i} w_p
@@ -29,7 +29,7 @@ from epg.samples import CandidateSet, Samples
 
 
 def _chunk_parts(v: torch.Tensor, a: torch.Tensor, cand_v: torch.Tensor, cand_a: torch.Tensor, pairs: ChunkPairs,
-                 temperature: float, mined_weight: float, mined_positive: bool) -> tuple[torch.Tensor, ...]:
+                 temperature: torch.Tensor | float, mined_weight: float, mined_positive: bool) -> tuple[torch.Tensor, ...]:
     """One candidate chunk, per direction: per-anchor log-sum-exp over P ∪ N, Σ w·s over P, Σ w; counts."""
     aligned, mined, negative = pairs.masks()
     if not mined_positive:
@@ -53,8 +53,12 @@ def multi_positive_infonce_loss(
     mined_as: MinedAs,
     chunk_size: int,
     bank_mining_only: bool = False,
+    temperature: torch.Tensor | None = None,
 ) -> LossTerms:
     """InfoNCE of ``anchors`` (with gradient) against ``candidates`` under ``labels``; see the module docstring.
+
+    ``temperature``: a learned T (``epg.temperature.LearnedTemperature``, with gradient); default the fixed
+    ``config.temperature``.
 
     ``LossTerms.aligned`` holds the v → a term and ``negative`` the a → v term (their mean is the
     loss); ``mined`` is 0. Counts are of pairs, one direction.
@@ -66,7 +70,8 @@ def multi_positive_infonce_loss(
     weights = anchors.v.new_zeros(n)
     counts = [0, 0, 0]
     for chunk, pairs in loss_chunks(n, candidates, labels, chunk_size, config.negative_exclusion, bank_mining_only):
-        parts = run_chunk(_chunk_parts, anchors.v, anchors.a, chunk.v, chunk.a, pairs, config.temperature, mined_weight,
+        parts = run_chunk(_chunk_parts, anchors.v, anchors.a, chunk.v, chunk.a, pairs,
+                          config.temperature if temperature is None else temperature, mined_weight,
                           mined_as == "positive")
         lse[0].append(parts[0])
         positive_sum[0] = positive_sum[0] + parts[1]

@@ -15,14 +15,18 @@ from epg.config import OptimConfig
 from epg.encoders import AVEncoders
 
 
-def build_optimizer(model: AVEncoders, config: OptimConfig) -> torch.optim.AdamW:
-    """AdamW with one parameter group per encoder (names ``visual`` and ``audio``)."""
+def build_optimizer(model: AVEncoders, config: OptimConfig, temperature: nn.Module | None = None) -> torch.optim.AdamW:
+    """AdamW with one parameter group per encoder (names ``visual`` and ``audio``), and a third
+    (``temperature``, at the audio learning rate, no weight decay) for a learned InfoNCE temperature."""
     groups = [
         {"name": "visual", "params": list(model.visual.parameters()), "lr": config.lr_visual,
          "weight_decay": config.weight_decay_visual},
         {"name": "audio", "params": list(model.audio.parameters()), "lr": config.lr_audio,
          "weight_decay": config.weight_decay_audio},
     ]
+    if temperature is not None:
+        groups.append({"name": "temperature", "params": list(temperature.parameters()), "lr": config.lr_audio,
+                       "weight_decay": 0.0})
     return torch.optim.AdamW(groups)
 
 

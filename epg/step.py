@@ -90,15 +90,21 @@ def train_step(
     step: int,
     generator: torch.Generator | None = None,
     group: Any = None,
+    temperature: nn.Module | None = None,
 ) -> StepOutput:
     """Loss and metrics of one step; pushes the gathered batch into ``bank`` (when given) afterwards.
 
     ``model(video, audio) -> (v, a)`` (``epg.encoders.AVEncoders``, DDP-wrapped or not).
     Augmentation runs when ``config.augment.enabled`` and the model is in training
     mode, drawing from ``generator`` (default: seeded from optim.seed, rank and step).
+    ``temperature``: the learned T of the infonce loss (``epg.temperature.LearnedTemperature``,
+    with ``config.loss.learn_temperature``); its value is the metric ``temperature``.
     Raises ``NonFiniteLossError`` (before touching the bank) if the loss is not finite.
     """
     rank, world_size = world(group)
+    if config.loss.learn_temperature != (temperature is not None):
+        raise ValueError(f"train_step: loss.learn_temperature is {config.loss.learn_temperature} but a learned "
+                         f"temperature was {'not ' if temperature is None else ''}given")
     video, audio, local_meta = _check_batch(batch)
     if config.augment.enabled and model.training:
         if generator is None:
@@ -114,10 +120,15 @@ def train_step(
     candidates = CandidateSet([anchors] + bank_segments)
     chunk = config.bank.chunk_size
     labels = pair_labels(anchors, candidates, config.pairs, config.loss.distance_lam, epoch, chunk)
-    loss = multi_positive_infonce_loss if config.loss.kind == "infonce" else multi_positive_margin_loss
-    terms = loss(anchors, candidates, labels, config.loss, config.pairs.mined_weight, config.pairs.mined_as, chunk,
-                 bank_mining_only=config.bank.mining_only)
+    args = (anchors, candidates, labels, config.loss, config.pairs.mined_weight, config.pairs.mined_as, chunk)
+    t = temperature() if temperature is not None else None
+    if config.loss.kind == "infonce":
+        terms = multi_positive_infonce_loss(*args, bank_mining_only=config.bank.mining_only, temperature=t)
+    else:
+        terms = multi_positive_margin_loss(*args, bank_mining_only=config.bank.mining_only)
     metrics = step_metrics(anchors.detach(), candidates, labels, terms, step=step, seed=config.optim.seed)
+    if config.loss.kind == "infonce":
+        metrics["temperature"] = float(t.detach()) if t is not None else config.loss.temperature
     metrics["world_size"] = float(world_size)
     if not math.isfinite(metrics["loss"]):
         raise NonFiniteLossError(_describe_failure(epoch, step, metrics, anchors))

@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
                    help="bank rows are also aligned pairs and negatives of the loss (default: mining candidates only)")
     p.add_argument("--loss", choices=LOSS_KINDS, default=None, help=f"loss family (default {_EPG.loss.kind})")
     p.add_argument("--temperature", type=float, default=None, help=f"InfoNCE temperature (default {_EPG.loss.temperature:g})")
+    p.add_argument("--learn-temperature", action="store_true",
+                   help="the InfoNCE temperature is trained, starting at --temperature (default: fixed)")
     p.add_argument("--negative-exclusion", type=int, default=None,
                    help=f"same-stream candidates within this many seconds are not negatives (default {_EPG.loss.negative_exclusion})")
     p.add_argument("--pool-crops", action="store_true",
@@ -107,7 +109,8 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
                       "weight_decay_audio": args.weight_decay_audio, "seed": args.seed}),
         bank=_given({"size": args.bank_size, "mining_only": False if args.bank_negatives else None}),
         loss=_given({"kind": args.loss, "temperature": args.temperature, "negative_exclusion": args.negative_exclusion,
-                     "pool_crops": True if args.pool_crops else None}),
+                     "pool_crops": True if args.pool_crops else None,
+                     "learn_temperature": True if args.learn_temperature else None}),
         visual=_given({"init": args.visual_init, "input": args.visual_input}),
         augment=not args.no_augment,
         labels=args.labels, workers=args.workers, cpus_per_worker=args.cpus_per_worker,

@@ -1,7 +1,8 @@
 """Checkpoints of a pretraining run: what they hold, how they are written and read back.
 
     checkpoint_step<N>/   model.pt (encoders), config.json (the run's PretrainConfig), train_state.pt
-                          (optimizer, LR scheduler, step/epoch/position, embedding bank), rng-rank<r>.pt
+                          (optimizer, LR scheduler, step/epoch/position, embedding bank, learned
+                          temperature), rng-rank<r>.pt
 
 ``write_model``/``load_model`` are the model-only part that scoring reads; it needs neither Ray
 nor the training driver.
@@ -51,7 +52,7 @@ class Position:
 
 
 def save_checkpoint(directory: Path, rank: int, config: PretrainConfig, model: AVEncoders, optimizer, scheduler,
-                    bank: EmbeddingBank, position: Position) -> None:
+                    bank: EmbeddingBank, position: Position, temperature: torch.nn.Module | None = None) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -61,7 +62,8 @@ def save_checkpoint(directory: Path, rank: int, config: PretrainConfig, model: A
         return
     write_model(directory, config, model)
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "bank": bank.state_dict(),
-                "position": dataclasses.asdict(position)}, directory / STATE_FILE)
+                "position": dataclasses.asdict(position),
+                "temperature": temperature.state_dict() if temperature is not None else None}, directory / STATE_FILE)
 
 
 def write_model(directory: Path, config: PretrainConfig, model: AVEncoders) -> None:
@@ -72,12 +74,14 @@ def write_model(directory: Path, config: PretrainConfig, model: AVEncoders) -> N
 
 
 def load_checkpoint(directory: Path, rank: int, device: torch.device, model: AVEncoders, optimizer, scheduler,
-                    bank: EmbeddingBank) -> Position:
+                    bank: EmbeddingBank, temperature: torch.nn.Module | None = None) -> Position:
     model.load_state_dict(torch.load(directory / MODEL_FILE, map_location=device))
     state = torch.load(directory / STATE_FILE, map_location=device)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     bank.load_state_dict(state["bank"])
+    if temperature is not None:
+        temperature.load_state_dict(state["temperature"])
     rng_file = directory / f"rng-rank{rank}.pt"
     if rng_file.is_file():  # absent when the run resumes with more workers than it had
         rng = torch.load(rng_file, map_location="cpu")

@@ -19,6 +19,7 @@ import torch.nn as nn
 from epg.bank import EmbeddingBank, sum_gradients
 from epg.optim import apply_schedule, build_optimizer
 from epg.step import train_step
+from epg.temperature import LearnedTemperature
 from pipelines.train.checkpoint import Position, build_model, load_checkpoint, save_checkpoint
 from pipelines.train.config import PretrainConfig
 from pipelines.train.data import inspect_clips, to_torch_batch
@@ -89,7 +90,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     if config.use_gpu and world > 1 and config.sync_batchnorm:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device)
-    optimizer = build_optimizer(model, optim)
+    temperature = LearnedTemperature(epg.loss.temperature).to(device) if epg.loss.learn_temperature else None
+    optimizer = build_optimizer(model, optim, temperature)
     scheduler = build_scheduler(optimizer, config, loop_config.get("total_steps"))
     bank = EmbeddingBank.from_config(epg.bank)
     position = Position()
@@ -97,7 +99,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            position = load_checkpoint(Path(directory), rank, device, model, optimizer, scheduler, bank)
+            position = load_checkpoint(Path(directory), rank, device, model, optimizer, scheduler, bank,
+                                       temperature)
     bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
     forward: nn.Module = Autocast(model, device.type) if bf16 else model
     log = MetricsLog(run_dir, position.step, optim.epochs) if rank == 0 else None
@@ -125,7 +128,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         metrics = {**{k: v for k, v in last_metrics.items() if math.isfinite(v)}, "step": position.step,
                    "epoch": position.epoch, "batch": position.batch}
         with tempfile.TemporaryDirectory() as tmp:
-            save_checkpoint(Path(tmp), rank, config, model, optimizer, scheduler, bank, position)
+            save_checkpoint(Path(tmp), rank, config, model, optimizer, scheduler, bank, position, temperature)
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
 
     def stop_reached() -> bool:
@@ -160,10 +163,13 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                     batch_log.write(json.dumps({"step": position.step, "epoch": epoch, "stream": batch["stream"].tolist(),
                                                 "t": batch["t"].tolist(), "crop": numpy_batch["crop"].tolist()}) + "\n")
                     batch_log.flush()
-                out = train_step(wrapped, batch, bank, epg, epoch=epoch, step=position.step)
+                out = train_step(wrapped, batch, bank, epg, epoch=epoch, step=position.step,
+                                 temperature=temperature)
                 optimizer.zero_grad(set_to_none=True)
                 if isinstance(wrapped, nn.parallel.DistributedDataParallel):
                     out.ddp_loss.backward()
+                    if temperature is not None:  # outside DDP: its gradient is the same on every rank, × world
+                        temperature.log_temperature.grad /= world
                 else:
                     out.loss.backward()
                     sum_gradients(model)

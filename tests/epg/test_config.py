@@ -22,6 +22,7 @@ def test_defaults_follow_the_design_and_the_benchmark():
     assert config.pairs.mining == "consensus" and config.pairs.k == 4 and config.pairs.tau == 0
     assert config.bank.mining_only and config.augment.shift == 0.0
     assert config.pairs.mined_as == "positive" and config.augment.enabled
+    assert config.loss.temperature == 0.1 and not config.loss.learn_temperature
     assert config.model.embed_dim == 512 and config.model.visual.frames == 5 and config.model.visual.crop_size == 160
     assert (config.model.audio.n_mels, config.model.audio.frames) == (128, 64)
 
@@ -37,6 +38,8 @@ def test_defaults_follow_the_design_and_the_benchmark():
         (lambda: PairConfig(quantile=1.5), "PairConfig.quantile"),
         (lambda: LossConfig(lam=1.5), "LossConfig.lam"),
         (lambda: LossConfig(margin=0), "LossConfig.margin"),
+        (lambda: LossConfig(kind="hadsell", learn_temperature=True), "LossConfig.learn_temperature"),
+        (lambda: LossConfig(temperature=2.0, learn_temperature=True), "LossConfig.temperature"),
         (lambda: BankConfig(size=-1), "BankConfig.size"),
         (lambda: VisualConfig(crop_size=100), "VisualConfig.crop_size"),
         (lambda: AugmentConfig(contrast=1.0), "AugmentConfig.contrast"),

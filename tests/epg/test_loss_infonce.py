@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,6 +12,7 @@ from epg.loss_infonce import multi_positive_infonce_loss
 from epg.loss_margin import multi_positive_margin_loss
 from epg.pairs import PairLabels, tpg_labels
 from epg.samples import CandidateSet, Samples
+from epg.temperature import MIN_TEMPERATURE, LearnedTemperature
 
 
 def two_clips(streams=(0, 1), times=(0, 0), requires_grad: bool = False) -> Samples:
@@ -46,6 +48,29 @@ def test_hand_computed_tpg():
     # The temperature scales the logits: at T = 0.5 the same pairs give log(e² + 1) − 2.
     half = loss_of(anchors, tpg_labels(anchors, CandidateSet([anchors]), 0, 0.0), temperature=0.5)
     assert math.isclose(float(half.loss), math.log(math.e ** 2 + 1) - 2, rel_tol=1e-6)
+
+
+def test_a_learned_temperature_gives_the_fixed_loss_and_its_hand_computed_gradient():
+    anchors = two_clips()
+    labels = tpg_labels(anchors, CandidateSet([anchors]), 0, 0.0)
+    learned = LearnedTemperature(0.5)
+    config = LossConfig(kind="infonce", temperature=0.5, negative_exclusion=0, learn_temperature=True)
+    terms = multi_positive_infonce_loss(anchors, CandidateSet([anchors]), labels, config, 1.0, "positive", 1,
+                                        temperature=learned())
+    assert math.isclose(float(terms.loss), math.log(math.e ** 2 + 1) - 2, rel_tol=1e-6)
+    terms.loss.backward()
+    # L(T) = log(e^(1/T) + 1) − 1/T, so dL/d(log T) = T · dL/dT = 1 / (T (e^(1/T) + 1)): at T = 0.5, 2 / (e² + 1)
+    # (> 0: with every positive already nearest, a lower temperature lowers the loss).
+    assert math.isclose(float(learned.log_temperature.grad), 2 / (math.e ** 2 + 1), rel_tol=1e-5)
+
+
+def test_a_learned_temperature_stays_within_its_bounds():
+    learned = LearnedTemperature(0.1)
+    with torch.no_grad():
+        learned.log_temperature.fill_(math.log(1e-4))
+    assert float(learned()) == pytest.approx(MIN_TEMPERATURE)
+    with pytest.raises(ValueError, match="temperature: initial value 2.0"):
+        LearnedTemperature(2.0)
 
 
 def test_hand_computed_mined_pair_weighted_or_ignored():

@@ -197,3 +197,6 @@ def test_batch_validation():
         train_step(NaNModel(), {k: v for k, v in batch.items() if k != "stream"}, None, CONFIG, epoch=0, step=0)
     with pytest.raises(ValueError, match="one audio row per visual sample"):
         train_step(NaNModel(), {**batch, "audio": batch["audio"][:1]}, None, CONFIG, epoch=0, step=0)
+    learned = replace(CONFIGS["infonce"], loss=replace(CONFIGS["infonce"].loss, learn_temperature=True))
+    with pytest.raises(ValueError, match="learn_temperature is True but a learned temperature was not given"):
+        train_step(NaNModel(), batch, None, learned, epoch=0, step=0)

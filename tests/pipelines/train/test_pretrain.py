@@ -21,6 +21,7 @@ from epg.learning import INIT_DIAGNOSTICS_FILE
 from epg.optim import apply_schedule, build_optimizer
 from epg.samples import Samples
 from epg.step import train_step
+from epg.temperature import LearnedTemperature
 from pipelines.ingest.clips_dataset import read_stream
 from pipelines.train.checkpoint import MODEL_FILE, build_model, load_model
 from pipelines.train.config import PretrainConfig, PretrainError
@@ -197,12 +198,13 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(epg_run, clips, tmp_pa
 
 
 def test_distributed_step_equals_single_worker_step(clips, tmp_path):
-    """Through the real TorchTrainer: 2 workers x 16 samples give the loss and the updated
-    parameters of one worker stepping on the concatenated 32 samples (EPG mining from step 0,
-    bank in step 2; per-sample encoders: BatchNorm on running statistics, no augmentation)."""
+    """Through the real TorchTrainer: 2 workers x 16 samples give the loss, the updated
+    parameters and the learned temperature of one worker stepping on the concatenated 32 samples
+    (EPG mining from step 0, bank in step 2; per-sample encoders: BatchNorm on running
+    statistics, no augmentation)."""
     root, _ = clips
     epg = replace(EPG, pairs=replace(EPG.pairs, warmup_epochs=0), augment=AugmentConfig(enabled=False),
-                  optim=replace(EPG.optim, schedule="joint"))
+                  optim=replace(EPG.optim, schedule="joint"), loss=replace(EPG.loss, learn_temperature=True))
     config = make_config(root, tmp_path / "ddp", epg=epg, freeze_batchnorm=True, log_batches=True,
                          checkpoint_every=1, stop_after_steps=2)
     run_pretrain(config)
@@ -216,7 +218,8 @@ def test_distributed_step_equals_single_worker_step(clips, tmp_path):
     model.train()
     apply_schedule(model, epg.optim, 0)
     freeze_batchnorm(model)
-    optimizer = build_optimizer(model, epg.optim)
+    temperature = LearnedTemperature(epg.loss.temperature)
+    optimizer = build_optimizer(model, epg.optim, temperature)
     scheduler = build_scheduler(optimizer, config)
     bank = EmbeddingBank.from_config(epg.bank)
     recorded = steps(Path(config.run_dir))
@@ -224,7 +227,7 @@ def test_distributed_step_equals_single_worker_step(clips, tmp_path):
         index = [where[(t, c)] for r in (0, 1) for t, c in zip(logged[r][step]["t"], logged[r][step]["crop"])]
         assert len(index) == 32 and all(logged[r][step]["step"] == step for r in (0, 1))
         batch = to_torch_batch({k: v[index] for k, v in decoded.items()}, torch.device("cpu"))
-        out = train_step(model, batch, bank, epg, epoch=0, step=step)
+        out = train_step(model, batch, bank, epg, epoch=0, step=step, temperature=temperature)
         optimizer.zero_grad()
         out.loss.backward()
         optimizer.step()
@@ -235,6 +238,10 @@ def test_distributed_step_equals_single_worker_step(clips, tmp_path):
         trained = parameters(Path(config.run_dir) / f"checkpoint_step{step + 1:09d}")
         for name, value in model.state_dict().items():
             torch.testing.assert_close(trained[name], value, rtol=1e-4, atol=1e-5, msg=f"step {step + 1}: {name}")
+        state = torch.load(Path(config.run_dir) / f"checkpoint_step{step + 1:09d}" / "train_state.pt")
+        torch.testing.assert_close(state["temperature"]["log_temperature"], temperature.log_temperature.detach())
+        assert recorded[step]["temperature"] == pytest.approx(out.metrics["temperature"], rel=1e-5)
+    assert float(temperature()) != pytest.approx(epg.loss.temperature, rel=1e-4)  # it was trained
 
 
 def test_bad_input_is_refused_before_training(clips, tmp_path, ray_local):
