@@ -32,10 +32,6 @@ def shared_data_candidates() -> list[Path]:
 
 
 SHARED_DATA = next((path for path in shared_data_candidates() if path.is_dir()), None)
-if SHARED_DATA is not None:
-    # The generator looks for its real sounds only in $EPG_SHARED_DATA or beside the checkout:
-    # point it at what was found, so a clone elsewhere generates the same test streams.
-    os.environ.setdefault("EPG_SHARED_DATA", str(SHARED_DATA))
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Sounds of the synthetic scene: real recordings (see SOUNDS.md) and synthesis.
+"""Sounds of the synthetic scene: real recordings (bundled in ``sounds/``, see SOUNDS.md) and synthesis.
 
 All audio is mono float32 at 44.1 kHz.  Levels are RMS amplitudes on a full
 scale of 1.0: the ambient bed sits near ``AMBIENT_RMS`` (-37 dBFS, -41 dBFS after ``MASTER_GAIN``),
@@ -32,34 +32,41 @@ MASTER_GAIN = 0.6
 FADE_S = 0.3  # event sounds fade out over this time outside their audible spans
 SPEED_OF_SOUND = 343.0
 
-#: logical sound name -> files (relative to the shared data dir) it may use
+#: the recordings that ship with the project (Ogg Vorbis, mono; credits and licences in SOUNDS.md)
+BUNDLED_SOUNDS = Path(__file__).resolve().parent / "sounds"
+#: a folder laid out like BUNDLED_SOUNDS to read the recordings from instead
+SOUNDS_ENV = "EPG_SOUNDS"
+
+#: logical sound name -> files (relative to the sounds folder) it may use
 SOUND_FILES: dict[str, list[str]] = {
-    "city": ["sounds/blanket/city.ogg"],
-    "train_pass": ["sounds/blanket/train.ogg"],
-    "crossing_bells": ["sounds/opensfx/14_Level_crossing.wav"],
-    "train_horn": ["sounds/opensfx/10_Diesel_electric_train_station_departure.wav"],
-    "bus_start": ["sounds/opensfx/27_Modern_bus_start.wav", "sounds/opensfx/28_Old_bus_start.wav"],
-    "truck_engine": ["sounds/opensfx/25_Truck_old_bus_start_pull_away.wav"],
-    "car_horn": ["sounds/opensfx/35_Modern_car_horn.wav", "sounds/micropolis/honkhonk-med.wav"],
-    "fire_siren": ["sounds/tuxpaint/firetruck.ogg"],
-    "wail_siren": ["sounds/micropolis/siren.wav"],
-    "police_siren": ["sounds/micropolis/police.wav"],
-    "skid": ["sounds/micropolis/skid.wav", "sounds/opensfx/23_Plane_wheels_touching_ground.wav"],
-    "glass": [f"sounds/noise-of-life/glassBreaking-{k:03d}.wav" for k in range(1, 31)],
-    "scream": [f"sounds/noise-of-life/femaleScream-{k:03d}.wav" for k in range(1, 11)]
-    + [f"sounds/noise-of-life/maleScream-{k:03d}.wav" for k in range(1, 11)],
+    "city": ["blanket/city.ogg"],
+    "train_pass": ["blanket/train.ogg"],
+    "crossing_bells": ["opensfx/14_Level_crossing.ogg"],
+    "train_horn": ["opensfx/10_Diesel_electric_train_station_departure.ogg"],
+    "bus_start": ["opensfx/27_Modern_bus_start.ogg", "opensfx/28_Old_bus_start.ogg"],
+    "truck_engine": ["opensfx/25_Truck_old_bus_start_pull_away.ogg"],
+    "car_horn": ["opensfx/35_Modern_car_horn.ogg", "micropolis/honkhonk-med.ogg"],
+    "fire_siren": ["tuxpaint/firetruck.ogg"],
+    "wail_siren": ["micropolis/siren.ogg"],
+    "police_siren": ["micropolis/police.ogg"],
+    "skid": ["micropolis/skid.ogg", "opensfx/23_Plane_wheels_touching_ground.ogg"],
+    "glass": [f"noise-of-life/glassBreaking-{k:03d}.ogg" for k in range(1, 31)],
+    "scream": [f"noise-of-life/femaleScream-{k:03d}.ogg" for k in range(1, 11)]
+    + [f"noise-of-life/maleScream-{k:03d}.ogg" for k in range(1, 11)],
 }
 
-_WARNED = False
 _CACHE: dict[tuple[str, str], np.ndarray | None] = {}
 _LOCK = threading.Lock()
 
 
-def shared_data_dir() -> Path | None:
-    """``$EPG_SHARED_DATA`` or ``<repo root>/../shared/data``; None when it does not exist."""
-    env = os.environ.get("EPG_SHARED_DATA")
-    p = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    return p if p.is_dir() else None
+def sounds_dir() -> Path:
+    """``$EPG_SOUNDS`` when set (it must be a folder), else the bundled recordings."""
+    env = os.environ.get(SOUNDS_ENV)
+    if not env:
+        return BUNDLED_SOUNDS
+    if not Path(env).is_dir():
+        raise FileNotFoundError(f"{SOUNDS_ENV}={env}: no such folder (unset it to use the bundled recordings)")
+    return Path(env)
 
 
 def _load(root: Path, rel: str) -> np.ndarray | None:
@@ -106,19 +113,16 @@ def _trim(y: np.ndarray, top_db: float = 45.0, frame: int = 2048, hop: int = 512
 
 
 class SoundBank:
-    """Real recordings by logical name, with synthesized stand-ins."""
+    """Real recordings by logical name (from ``root``, default ``sounds_dir()``), with synthesized
+    stand-ins for a name none of whose files can be read (and for every name when ``use_real`` is False)."""
 
     def __init__(self, root: Path | None = None, use_real: bool = True):
-        global _WARNED
-        self.root = root if root is not None else (shared_data_dir() if use_real else None)
-        if self.root is None and use_real and not _WARNED:
-            log.warning("shared sound data not found (set EPG_SHARED_DATA); using synthesized sounds only")
-            _WARNED = True
+        self.root = (root if root is not None else sounds_dir()) if use_real else None
         self.used: set[str] = set()
         self._variants: dict[str, list[tuple[str, np.ndarray]]] = {}
 
     def variants(self, name: str) -> list[tuple[str, np.ndarray]]:
-        """(source, waveform) pairs; source is a file path relative to the data dir or 'synth:<name>'."""
+        """(source, waveform) pairs; source is a file path relative to the sounds folder or 'synth:<name>'."""
         if name not in self._variants:
             out = []
             if self.root is not None:
@@ -208,7 +212,7 @@ def loop_to(y: np.ndarray, n: int, rng: np.random.Generator, xfade_s: float = 0.
 
 
 def _synth_fallback(name: str, k: int) -> np.ndarray:
-    """Stand-ins for the recordings when the shared data is missing (deterministic)."""
+    """Stand-ins for recordings that cannot be read (deterministic)."""
     rng = np.random.default_rng([0x50D, k, sum(map(ord, name))])
     t = lambda s: np.arange(int(s * SR)) / SR  # noqa: E731
     if name == "city":

@@ -24,7 +24,7 @@ from .timeline import SALT, Timeline, label_rows, sample_timeline
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: the recordings are the bundled Ogg Vorbis copies
 CHUNK_S = 2.0  # audio and video are rendered and encoded in chunks of this length
 
 LABEL_SCHEMA = pa.schema(
@@ -213,7 +213,7 @@ def generate(config: SyntheticConfig, progress: bool = False) -> GeneratedStream
             "day_phase": phase,
             "ambient_rms": AMBIENT_RMS,
             "audible_rms": AUDIBLE_RMS,
-            "shared_data": str(bank.root) if bank.root else None,
+            "sounds_dir": str(bank.root) if bank.root else None,
             "sounds_used": sorted(bank.used | {ambient.src_name}),
             "event_counts": {c: counts.get(c, 0) for c in tl.classes},
             "wall_seconds": round(wall, 3),

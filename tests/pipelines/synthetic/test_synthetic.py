@@ -22,6 +22,8 @@ import pytest
 
 from pipelines.synthetic import ANOMALY_CLASSES, SyntheticConfig, build_timeline, class_names, generate
 from pipelines.synthetic.__main__ import main as cli_main
+from pipelines.synthetic.audio import BUNDLED_SOUNDS, SOUND_FILES, SOUNDS_ENV
+from pipelines.synthetic.bundle_sounds import GPL_TEXTS, LICENSE_FILES
 
 SIZE = (320, 180)
 FPS = 5.0
@@ -423,11 +425,27 @@ def test_rate_scale_changes_event_counts(tmp_path):
     assert len(build_timeline(SyntheticConfig(out=tmp_path, minutes=10.0, seed=4, rate_scale=0.0)).events) == 0
 
 
-def test_works_without_shared_sounds(tmp_path, monkeypatch, caplog):
-    monkeypatch.setenv("EPG_SHARED_DATA", str(tmp_path / "missing"))
-    res = generate(SyntheticConfig(out=tmp_path / "o", minutes=0.2, seed=2, size=(96, 64), fps=4.0, views=("train",), rate_scale=10.0))
+def test_the_bundled_recordings_are_used_without_any_setting(tmp_path, monkeypatch):
+    monkeypatch.delenv(SOUNDS_ENV, raising=False)
+    res = generate(SyntheticConfig(out=tmp_path / "o", minutes=0.5, seed=2, size=(96, 64), fps=4.0, views=("train",), rate_scale=10.0))
     doc = json.loads(res.config.read_text())
-    assert doc["shared_data"] is None
+    assert doc["sounds_dir"] == str(BUNDLED_SOUNDS)
+    recorded = [s for s in doc["sounds_used"] if not s.startswith("synth:")]
+    assert "blanket/city.ogg" in recorded and all((BUNDLED_SOUNDS / s).is_file() for s in recorded)
+    # Every file the generator may use ships with it, with each source folder's licence files.
+    assert all((BUNDLED_SOUNDS / f).is_file() for files in SOUND_FILES.values() for f in files)
+    assert all((BUNDLED_SOUNDS / f).is_file() for f in (*LICENSE_FILES, *GPL_TEXTS))
+
+
+def test_unreadable_recordings_are_synthesized_and_a_missing_sounds_folder_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv(SOUNDS_ENV, str(tmp_path / "empty"))
+    config = SyntheticConfig(out=tmp_path / "o", minutes=0.2, seed=2, size=(96, 64), fps=4.0, views=("train",), rate_scale=10.0)
+    with pytest.raises(FileNotFoundError, match=f"{SOUNDS_ENV}=.*empty: no such folder"):
+        generate(config)
+    (tmp_path / "empty").mkdir()
+    res = generate(config)
+    doc = json.loads(res.config.read_text())
+    assert doc["sounds_dir"] == str(tmp_path / "empty")
     assert doc["sounds_used"] and all(s.startswith("synth:") for s in doc["sounds_used"])
     _, _, audio, _ = decode(res.videos["train"])
     assert np.sqrt(np.mean(audio**2)) > 0.003
