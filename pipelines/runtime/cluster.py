@@ -7,10 +7,18 @@
 Whichever way Ray starts, workers get ``WORKER_ENV`` (one thread per numeric library:
 the tasks are the parallelism; librosa/numba and torch thread pools otherwise fight over
 the cores) and the process's Ray Data context gets the defaults every stage relies on.
+
+A local Ray started here is reachable from this machine only: every server of the node (GCS,
+raylet, object manager, workers, agents) listens on 127.0.0.1, since a local Ray has
+authentication off and anyone who can reach it can run code on it. Joining a cluster
+(``--address``, ``RAY_ADDRESS``) leaves its addresses to the cluster (cluster/README.md).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 # Worker environment: one thread per library, the tasks are the parallelism.
@@ -18,21 +26,52 @@ WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS
 
 
 def ensure_ray(address: str | None = None) -> None:
-    """Connect to a running cluster (``ray job submit`` sets RAY_ADDRESS) or start a local one."""
+    """Connect to a running cluster (``address``, or RAY_ADDRESS, which ``ray job submit`` sets) or start a
+    local one on 127.0.0.1."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=address, runtime_env={"env_vars": WORKER_ENV}, log_to_driver=True)
+        if address in (None, "local") and not os.environ.get("RAY_ADDRESS"):
+            with loopback_only():
+                ray.init(address="local", runtime_env={"env_vars": WORKER_ENV}, log_to_driver=True)
+        else:
+            ray.init(address=address, runtime_env={"env_vars": WORKER_ENV}, log_to_driver=True)
     configure_data_context()
 
 
 def start_local_ray(num_cpus: int, log_to_driver: bool = False, **options: Any) -> None:
-    """A new local Ray with ``num_cpus`` CPUs and no dashboard, never a cluster some ``ray start`` left running."""
+    """A new local Ray on 127.0.0.1 with ``num_cpus`` CPUs and no dashboard, never a cluster some
+    ``ray start`` left running."""
     import ray
 
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": WORKER_ENV},
-             log_to_driver=log_to_driver, **options)
+    with loopback_only():
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": WORKER_ENV},
+                 log_to_driver=log_to_driver, **options)
     configure_data_context()
+
+
+@contextmanager
+def loopback_only() -> Iterator[None]:
+    """While a local Ray starts: Ray's single-machine mode, where the node's address is 127.0.0.1 and
+    every server it starts listens there.
+
+    Ray turns this mode on by itself on macOS and Windows (``ray_constants.ENABLE_RAY_CLUSTER``
+    False; ``ray.init`` otherwise replaces a loopback ``_node_ip_address`` with the machine's
+    routable address). It is read when the node starts, and restored after, so a later
+    connection to a real cluster from this process is unaffected. tests/pipelines/runtime/
+    test_cluster.py lists the sockets a job's local Ray listens on.
+    """
+    from ray._private import ray_constants
+
+    if not hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
+        raise RuntimeError("this Ray has no single-machine mode (ray_constants.ENABLE_RAY_CLUSTER): a local Ray "
+                           "would listen on every interface; pin the Ray of pyproject.toml")
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 def configure_data_context() -> None:

@@ -1,0 +1,61 @@
+"""The local Ray a job starts listens on 127.0.0.1 only (joining a cluster: tests/cluster/test_multinode.py)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from tests.conftest import REPO
+from tests.media import Pattern, write_pattern
+
+
+def listening(root: psutil.Process) -> set[tuple[str, str, int]]:
+    """(process name, address, port) of every listening TCP socket of ``root`` and its descendants."""
+    found = set()
+    try:
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return found
+    for process in processes:
+        try:
+            for connection in process.net_connections(kind="inet"):
+                if connection.status == psutil.CONN_LISTEN:
+                    found.add((process.name(), connection.laddr.ip, connection.laddr.port))
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:127.0.0.1 on a dual-stack socket
+    return (mapped or ip).is_loopback
+
+
+@pytest.mark.slow
+def test_a_jobs_local_ray_listens_on_loopback_only(tmp_path):
+    """Run ``jobs/ingest.py`` without an address and list its process tree's sockets while it runs:
+    GCS, raylet, workers and agents all listen, and every one of them on 127.0.0.1."""
+    videos = [write_pattern(tmp_path / f"cam{k}.mp4", Pattern(seconds=20)) for k in range(3)]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "disabled"}
+    cmd = [sys.executable, str(REPO / "jobs" / "ingest.py"), "--quiet", "--crop-size", "32",
+           "--output", str(tmp_path / "clips"), "--input", *map(str, videos)]
+    job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    root = psutil.Process(job.pid)
+    seen: set[tuple[str, str, int]] = set()
+    while job.poll() is None:
+        seen |= listening(root)
+        time.sleep(0.2)
+    output = job.stdout.read()
+    assert job.returncode == 0, output[-3000:]
+    names = {name for name, _, _ in seen}
+    assert {"gcs_server", "raylet"} <= names, f"the job's Ray was not seen listening: {sorted(seen)}"
+    exposed = sorted(s for s in seen if not is_loopback(s[1]))
+    assert not exposed, f"listening beyond 127.0.0.1: {exposed}"
+
