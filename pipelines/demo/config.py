@@ -16,6 +16,7 @@ QUERY_VIEW = "similar"
 QUERY_CLASSES: tuple[str, ...] = ("emergency_vehicle", "bus", "truck", "motorcycle", "car")
 CONFIG_FILE = "config.json"
 STAGES_FILE = "stages.json"
+SUMMARY_FILE = "summary.txt"  # every job's full summary, as its own CLI prints it
 
 
 class MainJobError(RuntimeError):

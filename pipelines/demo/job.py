@@ -13,9 +13,10 @@ Stages, in order, each timed (``stages.json`` and the report's first table):
     localize   heads trained on train, scored on the rest  <output>/localize/
     report     index.html + raw files                      <output>/report/
 
-``<output>/config.json`` is this run's ``MainJobConfig``; a rerun with the same output folder
+``<output>/config.json`` is this run's ``MainJobConfig``, ``<output>/summary.txt`` every job's full
+summary (the console shows one line per stage); a rerun with the same output folder
 reuses every finished stage (``pipelines.demo.stages``). Ray, as in every job: ``ray_address``,
-else the cluster ``ray.init`` finds (RAY_ADDRESS, a running local head), else a new local Ray,
+else RAY_ADDRESS, else a new local Ray (on 127.0.0.1, its internal messages in its log files),
 which this job shuts down at the end.
 """
 
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from epg.timecode import hhmmss
-from pipelines.demo.config import CONFIG_FILE, STAGES_FILE, DemoLayout, MainJobConfig
+from pipelines.demo.config import CONFIG_FILE, STAGES_FILE, SUMMARY_FILE, DemoLayout, MainJobConfig
 from pipelines.demo.stages import DemoRun, StageTiming
 from pipelines.report.page import ReportInputs
 
@@ -113,10 +114,9 @@ def _minutes(minutes: float) -> str:
 
 
 def format_result(result: MainResult) -> str:
-    """The closing lines: one per stage, the total, and where the report is (last)."""
-    width = max(len(s.name) for s in result.stages)
-    lines = ["main job: stages"]
-    lines += [f"  {s.name:<{width}}  {hhmmss(s.seconds)}  {s.seconds:7.1f} s  {s.status}" for s in result.stages]
-    lines.append(f"  {'total':<{width}}  {hhmmss(result.total_seconds)}  {result.total_seconds:7.1f} s")
-    lines.append(f"report: {result.report.resolve()}")
-    return "\n".join(lines)
+    """The closing lines: the total time, where the stage summaries are, and where the report is (last).
+    (Each stage's time is on its own line above, in ``stages.json`` and in the report.)"""
+    ran = sum(s.status == "ran" for s in result.stages)
+    return (f"main job: done in {hhmmss(result.total_seconds)} ({result.total_seconds:.1f} s; {ran} of "
+            f"{len(result.stages)} stages ran, the rest reused); summaries: {result.output.resolve() / SUMMARY_FILE}\n"
+            f"report: {result.report.resolve()}")

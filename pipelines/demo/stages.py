@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from pipelines.demo.config import (
     QUERY_CLASSES,
     QUERY_VIEW,
     REFERENCE_VIEW,
+    SUMMARY_FILE,
     DemoLayout,
     MainJobConfig,
     MainJobError,
@@ -84,7 +86,7 @@ def pretrain_config(config: MainJobConfig, layout: DemoLayout, run_dir: Path | N
     if config.batch_size is not None:
         optim["batch_size"] = config.batch_size
     return build_pretrain_config(str(layout.clips), str(run_dir or layout.runs / "pending"), preset=config.preset,
-                                 pairing=config.pairing, optim=optim, workers=1, labels=str(layout.labels), log_every=20)
+                                 pairing=config.pairing, optim=optim, workers=1, labels=str(layout.labels), log_every=25)
 
 
 def run_dir_for(config: MainJobConfig, layout: DemoLayout, data_key: dict[str, Any]) -> Path:
@@ -122,10 +124,13 @@ def choose_query(labels_path: Path, embedded: set[tuple[str, int]], stream: str 
     return stream, times[len(times) // 2], "background"
 
 
-def stream_job_status(summary: IngestSummary | EmbedSummary, stage: str, unit: str, where: Path) -> tuple[str, str]:
-    """Print a per-stream job's summary; ``MainJobError`` when it failed, else (ran | reused, a note)."""
-    print(summary.format(), flush=True)
+def stream_job_status(summary: IngestSummary | EmbedSummary, stage: str, unit: str, where: Path,
+                      details: Callable[[str], None]) -> tuple[str, str]:
+    """A per-stream job's summary into ``details``; ``MainJobError`` (the summary printed) when it failed,
+    else (ran | reused, a note)."""
+    details(summary.format())
     if not summary.ok:
+        print(summary.format(), flush=True)
         raise MainJobError(f"{stage} failed (see the summary above); output in {where}")
     ran = any(s.status != STATUS_SKIPPED for s in summary.streams)
     return ("ran" if ran else "reused"), f"{sum(s.rows for s in summary.streams)} {unit} -> {where}"
@@ -138,7 +143,12 @@ def embeddings_model(layout: DemoLayout) -> str | None:
 
 
 class DemoRun:
-    """One run of the main job: the stages in order, timed, with what each leaves for the next."""
+    """One run of the main job: the stages in order, timed, with what each leaves for the next.
+
+    The console gets one line as a stage starts and one as it ends, with its headline numbers,
+    besides the stages' own progress bars and lines; each job's full summary (what its own CLI
+    prints) goes to ``<output>/summary.txt``, and everything is in the report.
+    """
 
     def __init__(self, config: MainJobConfig) -> None:
         self.config = config
@@ -151,6 +161,16 @@ class DemoRun:
         self.checkpoint: Path | None = None
         self.query = ""
         self.report: Path | None = None
+        self.summaries: list[str] = []
+
+    def details(self, text: str) -> None:
+        """A job's full summary, kept in ``<output>/summary.txt`` (rewritten as each arrives)."""
+        self.summaries.append(text)
+        self.layout.root.mkdir(parents=True, exist_ok=True)
+        path = self.layout.root / SUMMARY_FILE
+        tmp = path.with_name(f".{SUMMARY_FILE}.partial")
+        tmp.write_text("\n\n".join(self.summaries) + "\n")
+        os.replace(tmp, path)
 
     def stage(self, name: str, body: Callable[[], tuple[str, str]]) -> None:
         """Run one stage, timing it and printing a line before and after."""
@@ -181,7 +201,7 @@ class DemoRun:
         videos = [str(layout.videos / f"{view}.mp4") for view in config.views]
         summary = run_ingest(videos, str(layout.clips), self.ingest_config, show_progress=config.show_progress,
                              ray_address=config.ray_address)
-        return stream_job_status(summary, "ingest", "clips", layout.clips)
+        return stream_job_status(summary, "ingest", "clips", layout.clips, self.details)
 
     def pretrain(self) -> tuple[str, str]:
         config, layout = self.config, self.layout
@@ -201,7 +221,7 @@ class DemoRun:
         overwrite = held is not None and held != checkpoint_id(self.checkpoint)
         summary = run_embed(str(self.checkpoint), str(layout.embeddings), clips=str(layout.clips), overwrite=overwrite,
                             show_progress=config.show_progress, ray_address=config.ray_address)
-        return stream_job_status(summary, "embed", "rows", layout.embeddings)
+        return stream_job_status(summary, "embed", "rows", layout.embeddings, self.details)
 
     def anomaly(self) -> tuple[str, str]:
         layout = self.layout
@@ -212,8 +232,9 @@ class DemoRun:
                                               reference=(REFERENCE_VIEW,), sigma=self.config.anomaly_sigma,
                                               knn_exclusion=exclusion, labels=str(layout.labels),
                                               clips=str(layout.clips), start_times=self.start_times))
-        print(anomaly_text(result, Clock(self.start_times)), flush=True)
-        return "ran", f"{len(result.events)} events"
+        self.details(anomaly_text(result, Clock(self.start_times)))
+        auc = result.summary.get("roc_auc")
+        return "ran", f"{len(result.events)} events" + (f", ROC-AUC {auc:.2f} against the labels" if auc is not None else "")
 
     def search(self) -> tuple[str, str]:
         config, layout = self.config, self.layout
@@ -224,15 +245,17 @@ class DemoRun:
         result = run_search(SearchJobConfig(embeddings=str(layout.embeddings), output=str(layout.search),
                                             query=self.query, k=config.search_k, clips=str(layout.clips),
                                             labels=str(layout.labels), start_times=self.start_times))
-        print(search_text(result), flush=True)
-        return "ran", f"query {stream} at {Clock(self.start_times).format(stream, t)} ({name})"
+        self.details(search_text(result))
+        precision = result.summary.get("precision_at_k")
+        return "ran", (f"query {stream} at {Clock(self.start_times).format(stream, t)} ({name})"
+                       + (f", precision@{result.summary['k']} {precision:.2f}" if precision is not None else ""))
 
     def localize(self) -> tuple[str, str]:
         layout = self.layout
         views = {view: (view,) for view in self.config.views if view != REFERENCE_VIEW}
         result = run_localize(LocalizeJobConfig(embeddings=str(layout.embeddings), labels=str(layout.labels),
                                                 output=str(layout.localize), train=(REFERENCE_VIEW,), eval=views))
-        print(localize_text(result), flush=True)
+        self.details(localize_text(result))
         best = result.summary.get("best") or {}
         return "ran", "best per view: " + ", ".join(f"{v} {b['accuracy']:.2f} ({b['head']} on {b['features']})"
                                                     for v, b in best.items())

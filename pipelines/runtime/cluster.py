@@ -8,6 +8,11 @@ Whichever way Ray starts, workers get ``WORKER_ENV`` (one thread per numeric lib
 the tasks are the parallelism; librosa/numba and torch thread pools otherwise fight over
 the cores) and the process's Ray Data context gets the defaults every stage relies on.
 
+The console is the job's: a local Ray keeps its workers' output (and Ray Train's and Ray Data's
+internal messages) in its log files under /tmp/ray/session_latest/logs, and the driver's Ray and
+Ray Data loggers print warnings and errors only (``RAY_DATA_LOGGING`` unless the user set
+RAY_DATA_LOGGING_CONFIG). Progress reaches the console through the stages' own bars and lines.
+
 A local Ray started here is reachable from this machine only: every server of the node (GCS,
 raylet, object manager, workers, agents) listens on 127.0.0.1, since a local Ray has
 authentication off and anyone who can reach it can run code on it. Joining a cluster
@@ -16,38 +21,53 @@ authentication off and anyone who can reach it can run code on it. Joining a clu
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 # Worker environment: one thread per library, the tasks are the parallelism.
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+# Ray Data's logging configuration for our processes: errors on the console, everything in its log file.
+RAY_DATA_LOGGING = Path(__file__).with_name("ray_data_logging.yaml")
 
 
 def ensure_ray(address: str | None = None) -> None:
     """Connect to a running cluster (``address``, or RAY_ADDRESS, which ``ray job submit`` sets) or start a
     local one on 127.0.0.1."""
+    quiet_ray_data()
     import ray
 
     if not ray.is_initialized():
         if address in (None, "local") and not os.environ.get("RAY_ADDRESS"):
             with loopback_only():
-                ray.init(address="local", runtime_env={"env_vars": WORKER_ENV}, log_to_driver=True)
-        else:
-            ray.init(address=address, runtime_env={"env_vars": WORKER_ENV}, log_to_driver=True)
+                ray.init(address="local", runtime_env={"env_vars": WORKER_ENV}, log_to_driver=False,
+                         logging_level=logging.WARNING)
+        else:  # a cluster's job log shows its workers' output
+            ray.init(address=address, runtime_env={"env_vars": WORKER_ENV}, log_to_driver=True,
+                     logging_level=logging.WARNING)
     configure_data_context()
 
 
 def start_local_ray(num_cpus: int, log_to_driver: bool = False, **options: Any) -> None:
     """A new local Ray on 127.0.0.1 with ``num_cpus`` CPUs and no dashboard, never a cluster some
     ``ray start`` left running."""
+    quiet_ray_data()
     import ray
 
     with loopback_only():
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": WORKER_ENV},
-                 log_to_driver=log_to_driver, **options)
+                 log_to_driver=log_to_driver, logging_level=logging.WARNING, **options)
     configure_data_context()
+
+
+def quiet_ray_data() -> None:
+    """Ray Data's logging configuration (``RAY_DATA_LOGGING``) for the driver, unless one is set; read when
+    ``ray.data`` is first imported, so call it before. (Workers keep Ray Data's default: their output
+    reaches the console only on a cluster, in the job's log.)"""
+    os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(RAY_DATA_LOGGING))
 
 
 @contextmanager

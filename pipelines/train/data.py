@@ -4,7 +4,8 @@ Flow (every stage a Ray Data operator, so it runs in CPU tasks next to the
 training workers and streams ahead of them):
 
     read_parquet(complete streams only, DESIGN §3.1 columns)
-      -> drop clips without audio or video (they have no aligned pair)
+      -> drop clips without audio or video (they have no aligned pair), and the held-out
+         seconds (Arrow predicates: the JPEG lists stay Arrow until the decode)
       -> (global_shuffle) one seeded random order of the clips across all footage
       -> map_batches(decode_clips): JPEG decode of the 2·F crops, log-mel
          reshape to [1, n_mels, T], stream id -> index, optional label join;
@@ -198,11 +199,6 @@ def decode_clips(
     }
 
 
-def _keep_complete(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    keep = np.asarray(batch["has_audio"], dtype=bool) & np.asarray(batch["has_video"], dtype=bool)
-    return {k: v[keep] for k, v in batch.items()}
-
-
 def build_dataset(
     info: ClipsInfo,
     labels: Mapping[str, Mapping[int, int]] | None = None,
@@ -221,13 +217,16 @@ def build_dataset(
     ``holdout`` ({stream_id: first held-out second}, ``pipelines.train.holdout``) leaves those seconds out.
     """
     import ray.data
+    from ray.data.expressions import col
 
     dataset = ray.data.read_parquet(list(info.files), columns=CLIP_COLUMNS, filesystem=OutputStore(info.root).fs)
-    dataset = dataset.map_batches(_keep_complete, batch_format="numpy", batch_size=None, zero_copy_batch=True)
+    # Filters as Arrow predicates: the rows (JPEG lists in ``frames``) stay Arrow until decode_clips,
+    # instead of a numpy round trip that Arrow cannot take back (a pickled column).
+    dataset = dataset.filter(expr=col("has_audio") & col("has_video"))
     if holdout:
-        from pipelines.train.holdout import training_rows
+        from pipelines.train.holdout import training_filter
 
-        dataset = dataset.map_batches(training_rows, batch_format="numpy", batch_size=None, fn_kwargs={"cutoffs": dict(holdout)})
+        dataset = dataset.filter(expr=training_filter(holdout))
     if shuffle_seed is not None:
         dataset = dataset.random_shuffle(seed=shuffle_seed)
     return dataset.map_batches(
@@ -245,10 +244,13 @@ def build_dataset(
 
 
 def to_torch_batch(batch: Mapping[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
-    """A numpy batch of ``decode_clips`` rows -> the ``epg.step`` batch on ``device`` (video in [0, 1])."""
-    video = torch.as_tensor(np.asarray(batch["video"])).to(device, non_blocking=True).float().div_(255.0)
-    out = {"video": video, "audio": torch.as_tensor(np.asarray(batch["audio"], dtype=np.float32)).to(device, non_blocking=True)}
-    for key in ("stream", "t", "label"):
-        out[key] = torch.as_tensor(np.asarray(batch[key], dtype=np.int64)).to(device)
-    return out
+    """A numpy batch of ``decode_clips`` rows -> the ``epg.step`` batch on ``device`` (video in [0, 1]).
 
+    Ray hands out read-only views of its blocks; each column is copied once into a writable array
+    (the video in the same pass as its cast to float), which PyTorch may then own.
+    """
+    video = torch.from_numpy(np.array(batch["video"], dtype=np.float32)).div_(255.0).to(device, non_blocking=True)
+    out = {"video": video, "audio": torch.from_numpy(np.array(batch["audio"], dtype=np.float32)).to(device, non_blocking=True)}
+    for key in ("stream", "t", "label"):
+        out[key] = torch.from_numpy(np.array(batch[key], dtype=np.int64)).to(device)
+    return out

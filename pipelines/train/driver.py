@@ -25,6 +25,7 @@ from pipelines.train.config import OPERATIONAL_FIELDS, PretrainConfig, PretrainE
 from pipelines.train.data import ClipsError, ClipsInfo, build_dataset, check_compatible, inspect_clips, load_label_index
 from pipelines.train.holdout import holdout_cutoffs
 from pipelines.train.loop import train_loop
+from pipelines.train.metrics import follow_progress
 
 
 @dataclass
@@ -96,7 +97,8 @@ def estimated_steps(config: PretrainConfig, info: ClipsInfo) -> int:
 
 def run_pretrain(config: PretrainConfig, ray_address: str | None = None) -> PretrainResult:
     """Check everything, record the config, train. Resumes from the run dir's latest checkpoint."""
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.data import ExecutionOptions
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     config = absolute_paths(config)
@@ -108,8 +110,7 @@ def run_pretrain(config: PretrainConfig, ray_address: str | None = None) -> Pret
 
     dataset = build_dataset(info, labels, shuffle_seed=config.epg.optim.seed if config.global_shuffle else None,
                             holdout=holdout_cutoffs(info, config.holdout_fraction))
-    options = DataConfig.default_ingest_options()
-    options.preserve_order = True  # a deterministic split across workers (exact resume)
+    options = ExecutionOptions(preserve_order=True)  # a deterministic split across workers (exact resume)
     dataset.context.max_errored_blocks = 0  # a clip that cannot be decoded stops training, never silently shrinks it
     dataset.context.enable_progress_bars = False  # the rank-0 progress line says how training goes
     run_dir = Path(config.run_dir).resolve()
@@ -127,10 +128,12 @@ def run_pretrain(config: PretrainConfig, ray_address: str | None = None) -> Pret
             name=run_dir.name,
             checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
             failure_config=FailureConfig(max_failures=config.max_failures),
+            logging_config=LoggingConfig(log_level="WARNING"),  # Ray Train's own INFO lines: log files only
         ),
         datasets={"train": dataset},
         dataset_config=DataConfig(execution_options=options),
     )
-    result = trainer.fit()
+    with follow_progress(run_dir):  # rank 0's progress lines, printed here
+        result = trainer.fit()
     checkpoint = result.checkpoint.path if result.checkpoint is not None else None
     return PretrainResult(str(run_dir), checkpoint, dict(result.metrics or {}))

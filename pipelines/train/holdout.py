@@ -17,6 +17,7 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -28,6 +29,9 @@ from epg.encoders import AVEncoders
 from epg.learning import INIT_DIAGNOSTICS_FILE, learning_diagnostics
 from pipelines.media.storage import OutputStore
 from pipelines.train.data import CLIP_COLUMNS, ClipsInfo, decode_clips
+
+if TYPE_CHECKING:
+    from ray.data.expressions import Expr
 
 PREFIX = "holdout_"
 
@@ -51,12 +55,15 @@ def holdout_cutoffs(info: ClipsInfo, fraction: float) -> dict[str, int]:
     return cutoffs
 
 
-def training_rows(batch: Mapping[str, np.ndarray], cutoffs: Mapping[str, int]) -> dict[str, np.ndarray]:
-    """The rows of a clips batch that are not held out (a Ray Data ``map_batches`` function)."""
-    t = np.asarray(batch["t"])
-    limit = np.asarray([cutoffs.get(str(s), np.iinfo(np.int64).max) for s in batch["stream_id"]], dtype=np.int64)
-    keep = t < limit
-    return {k: np.asarray(v)[keep] for k, v in batch.items()}
+def training_filter(cutoffs: Mapping[str, int]) -> "Expr":
+    """The Ray Data predicate of the rows that are not held out: every second of a stream without a
+    cutoff, and the seconds before it of one with (evaluated on the Arrow blocks, which stay Arrow)."""
+    from ray.data.expressions import col
+
+    kept = col("stream_id").not_in(list(cutoffs))
+    for sid, cutoff in cutoffs.items():
+        kept = kept | ((col("stream_id") == sid) & (col("t") < cutoff))
+    return kept
 
 
 def load_holdout(info: ClipsInfo, cutoffs: Mapping[str, int], max_clips: int) -> dict[str, np.ndarray] | None:
@@ -113,12 +120,13 @@ def write_init_diagnostics(metrics_dir: Path, diagnostics: Mapping[str, float]) 
     os.replace(tmp, metrics_dir / INIT_DIAGNOSTICS_FILE)
 
 
-def describe(diagnostics: Mapping[str, float]) -> str:
-    """The progress line's part: pair AUC, recall against chance, and a warning on collapse."""
+def describe(diagnostics: Mapping[str, float], trained: bool = True) -> str:
+    """The progress line's part: pair AUC, recall against chance, and whether the embeddings are still
+    collapsed (no spread, or pair AUC at chance) after training (``trained``; a random init often is)."""
     if not diagnostics:
         return ""
     auc, recall, chance = (diagnostics.get(f"{PREFIX}{k}", math.nan) for k in ("pair_auc", "recall_at_k", "recall_chance"))
     text = f"; held out: pair AUC {auc:.3f} (chance 0.5), v->a recall@10 {recall:.3f} (chance {chance:.3f})"
-    if diagnostics.get(f"{PREFIX}collapsed") == 1.0:
-        text += "; WARNING: the embeddings look collapsed (no spread, or pair AUC at chance)"
+    if trained and diagnostics.get(f"{PREFIX}collapsed") == 1.0:
+        text += "; the embeddings are still collapsed (no spread, or pair AUC at chance)"
     return text

@@ -25,7 +25,7 @@ from pipelines.train.config import PretrainConfig
 from pipelines.train.data import inspect_clips, to_torch_batch
 from pipelines.train.holdout import (describe, holdout_cutoffs, holdout_diagnostics, load_holdout,
                                      write_init_diagnostics)
-from pipelines.train.metrics import MetricsLog, progress
+from pipelines.train.metrics import MetricsLog
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: PretrainConfig,
@@ -111,7 +111,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         if holdout is not None and position.step == 0:  # the random-init anchor, before the first step
             initial = holdout_diagnostics(model, holdout, epg.loss.distance_lam, device)
             write_init_diagnostics(run_dir / "metrics", initial)
-            progress(f"at init{describe(initial)}")
+            log.progress(f"random init{describe(initial, trained=False)}")
     batch_log = None
     if config.log_batches:
         (run_dir / "batches").mkdir(parents=True, exist_ok=True)
@@ -197,8 +197,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             if log is not None:
                 diagnostics = holdout_diagnostics(model, holdout, epg.loss.distance_lam, device) if holdout else {}
                 summary = log.epoch_end(epoch, diagnostics)
-                progress(f"epoch {epoch + 1}/{optim.epochs} done: {int(summary['steps'])} steps, "
-                         f"mean loss {summary.get('loss', math.nan):.4f}{describe(diagnostics)}")
+                log.progress(f"epoch {epoch + 1}/{optim.epochs} done: {int(summary['steps'])} steps, "
+                             f"mean loss {summary.get('loss', math.nan):.4f}{describe(diagnostics)}")
             position.epoch, position.batch = epoch + 1, 0
             report(f"checkpoint_step{position.step:09d}_end_of_epoch{epoch + 1:04d}")
     finally:

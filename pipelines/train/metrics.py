@@ -1,4 +1,9 @@
-"""Rank 0's record of a run: metrics/steps.csv, metrics/epochs.csv, TensorBoard scalars, and the progress line."""
+"""Rank 0's record of a run: metrics/steps.csv, metrics/epochs.csv, TensorBoard scalars, and the progress line.
+
+The progress lines go to ``metrics/progress.log``; the driver follows that file and prints them
+(``follow_progress``). They do not travel through the workers' stdout, which Ray forwards to the
+driver's console only when it joins a cluster (a local Ray keeps workers' output in its log files).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,14 @@ import csv
 import math
 import os
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping
+
+PROGRESS_FILE = "progress.log"
+PROGRESS_PREFIX = "[pretrain] "
 
 
 class MetricsLog:
@@ -20,6 +31,7 @@ class MetricsLog:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.epochs = epochs
         self.steps_path, self.epochs_path = self.dir / "steps.csv", self.dir / "epochs.csv"
+        self.progress_path = self.dir / PROGRESS_FILE
         self.step_rows = [r for r in _read_csv(self.steps_path) if int(float(r["step"])) <= resume_step]
         _write_csv(self.steps_path, self.step_rows)  # drop steps of an interrupted run beyond its checkpoint
         done_epochs = {int(float(r["epoch"])) for r in self.step_rows}
@@ -33,7 +45,7 @@ class MetricsLog:
             if key not in ("step", "epoch"):
                 self.writer.add_scalar(f"step/{key}", value, int(row["step"]))
         if log:
-            progress(
+            self.progress(
                 f"epoch {int(row['epoch']) + 1}/{self.epochs} step {int(row['step'])} loss {row['loss']:.4f} "
                 f"pos/anchor {row['positives_per_anchor']:.2f} (+{row['extra_positives_per_anchor']:.2f} mined) "
                 f"{row['samples_per_s']:.1f} samples/s, waiting for data {row['data_wait_fraction']:.0%}"
@@ -55,17 +67,45 @@ class MetricsLog:
         self.writer.flush()
         return means
 
+    def progress(self, line: str) -> None:
+        """One progress line, appended to ``metrics/progress.log`` (the driver prints it)."""
+        with self.progress_path.open("a") as handle:
+            handle.write(line + "\n")
+
     def close(self) -> None:
         self.writer.close()
 
 
-def progress(line: str) -> None:
-    """The progress line, written to the worker's stdout (Ray forwards it to the driver).
+def follow(path: Path, stop: threading.Event, out=sys.stdout, interval: float = 0.5) -> None:
+    """Print every line appended to ``path`` after the call (with ``PROGRESS_PREFIX``) until ``stop`` is set."""
+    offset = path.stat().st_size if path.is_file() else 0
+    pending = b""
+    while True:
+        stopping = stop.wait(interval)
+        if path.is_file():
+            with path.open("rb") as handle:
+                handle.seek(offset)
+                data = handle.read()
+            offset += len(data)
+            *lines, pending = (pending + data).split(b"\n")
+            for line in lines:
+                out.write(f"{PROGRESS_PREFIX}{line.decode()}\n")
+            out.flush()
+        if stopping:
+            return
 
-    Not ``print``: Ray Train patches ``print`` in workers into its logger, which shows some lines twice.
-    """
-    sys.stdout.write(f"[pretrain] {line}\n")
-    sys.stdout.flush()
+
+@contextmanager
+def follow_progress(run_dir: Path) -> Iterator[None]:
+    """While the block runs, the driver prints the run's new progress lines (``metrics/progress.log``)."""
+    stop = threading.Event()
+    thread = threading.Thread(target=follow, args=(run_dir / "metrics" / PROGRESS_FILE, stop), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:

@@ -57,7 +57,7 @@ def test_a_learned_temperature_gives_the_fixed_loss_and_its_hand_computed_gradie
     config = LossConfig(kind="infonce", temperature=0.5, negative_exclusion=0, learn_temperature=True)
     terms = multi_positive_infonce_loss(anchors, CandidateSet([anchors]), labels, config, 1.0, "positive", 1,
                                         temperature=learned())
-    assert math.isclose(float(terms.loss), math.log(math.e ** 2 + 1) - 2, rel_tol=1e-6)
+    assert math.isclose(float(terms.loss.detach()), math.log(math.e ** 2 + 1) - 2, rel_tol=1e-6)
     terms.loss.backward()
     # L(T) = log(e^(1/T) + 1) − 1/T, so dL/d(log T) = T · dL/dT = 1 / (T (e^(1/T) + 1)): at T = 0.5, 2 / (e² + 1)
     # (> 0: with every positive already nearest, a lower temperature lowers the loss).

@@ -19,7 +19,7 @@ def test_demo_trains_what_jobs_pretrain_would_with_the_same_flags(tmp_path, over
     layout = DemoLayout(tmp_path)
     argv = ["--clips", str(layout.clips), "--run-dir", str(layout.runs / "pending"), "--preset", config.preset,
             "--pairing", config.pairing, "--epochs", str(config.epochs), "--workers", "1", "--labels", str(layout.labels),
-            "--seed", str(config.seed), "--log-every", "20"]
+            "--seed", str(config.seed), "--log-every", "25"]
     if config.batch_size is not None:
         argv += ["--batch-size", str(config.batch_size)]
     assert pretrain_config(config, layout) == config_from_args(parse_args(argv))

@@ -11,8 +11,8 @@ import torch
 from pipelines.ingest.clips_dataset import read_stream
 from pipelines.train.checkpoint import build_model
 from pipelines.train.config import build_pretrain_config
-from pipelines.train.data import inspect_clips
-from pipelines.train.holdout import PREFIX, describe, holdout_cutoffs, holdout_diagnostics, load_holdout, training_rows
+from pipelines.train.data import build_dataset, inspect_clips
+from pipelines.train.holdout import PREFIX, describe, holdout_cutoffs, holdout_diagnostics, load_holdout
 from tests.pipelines.train.test_data import synthetic_clips
 
 
@@ -25,15 +25,15 @@ def test_the_last_share_of_every_stream_is_held_out_and_never_trained_on(clips):
     info = inspect_clips(str(clips[0]))
     cutoffs = holdout_cutoffs(info, 0.3)  # 18 of 60 s: pairs more than 10 s apart exist
     assert set(cutoffs) == set(info.stream_ids) and holdout_cutoffs(info, 0.0) == {}
-    trained, held = 0, 0
+    trained = build_dataset(info, holdout=cutoffs).select_columns(["stream", "t"]).take_all()
+    held = 0
     for sid in info.stream_ids:
         table = read_stream(str(clips[0]), sid).to_pydict()
         t = np.asarray(table["t"])
         assert 0.25 <= float((t >= cutoffs[sid]).mean()) <= 0.35
-        kept = training_rows(table, cutoffs)
-        assert (np.asarray(kept["t"]) < cutoffs[sid]).all() and len(kept["t"]) == int((t < cutoffs[sid]).sum())
         complete = np.asarray(table["has_audio"]) & np.asarray(table["has_video"])
-        trained += len(kept["t"])
+        kept = [row["t"] for row in trained if row["stream"] == info.stream_index()[sid]]
+        assert sorted(kept) == sorted(2 * [int(x) for x in t[complete & (t < cutoffs[sid])]])  # two crops each
         held += int((complete & (t >= cutoffs[sid])).sum())
     decoded = load_holdout(info, cutoffs, max_clips=1000)
     assert decoded is not None and len(decoded["t"]) == 2 * held  # two visual samples per clip
@@ -49,3 +49,5 @@ def test_the_last_share_of_every_stream_is_held_out_and_never_trained_on(clips):
     assert found[f"{PREFIX}clips"] == held and 0.0 <= found[f"{PREFIX}pair_auc"] <= 1.0
     assert 0.0 <= found[f"{PREFIX}recall_chance"] <= 1.0 and found[f"{PREFIX}v_spread"] > 0
     assert "pair AUC" in describe(found)
+    collapsed = {**found, f"{PREFIX}collapsed": 1.0}
+    assert "still collapsed" in describe(collapsed) and "collapsed" not in describe(collapsed, trained=False)
