@@ -68,7 +68,7 @@ def test_a_learned_temperature_stays_within_its_bounds():
     learned = LearnedTemperature(0.1)
     with torch.no_grad():
         learned.log_temperature.fill_(math.log(1e-4))
-    assert float(learned()) == pytest.approx(MIN_TEMPERATURE)
+    assert float(learned().detach()) == pytest.approx(MIN_TEMPERATURE)
     with pytest.raises(ValueError, match="temperature: initial value 2.0"):
         LearnedTemperature(2.0)
 
