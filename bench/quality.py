@@ -1,6 +1,6 @@
 """Quality benchmark: do trained encoders beat their random init, and does EPG beat TPG? Several seeds each.
 
-    python bench/quality.py                                   # the default table (about 100 min on 2 cores)
+    python bench/quality.py                                   # the default table (about 140 min on 2 cores)
     python bench/quality.py --methods random/residual,tpg/infonce/residual --seeds 0
     python bench/quality.py --methods random/raw,tpg/hadsell/raw@0   # a row with seed 0 only (@0+1: seeds 0 and 1)
     python bench/quality.py --epochs 3 --train-minutes 3 --eval-minutes 3 --seeds 0   # a quick look
@@ -82,7 +82,8 @@ PAIRINGS = ("tpg", *(f"epg-{rule}" for rule in MINING_RULES))
 # The table in bench/RESULTS.md: random init and TPG/EPG (two rules) with the default loss and input, 3 seeds; the
 # paper's loss and the raw input once each (dominated or near, shown once).
 DEFAULT_METHODS = ("random/raw", "random/residual", "tpg/infonce/residual", "epg-consensus/infonce/residual",
-                   "epg-topk/infonce/residual", "tpg/hadsell/residual@0", "tpg/infonce/raw@0")
+                   "epg-topk/infonce/residual", "tpg/infonce/residual/learned-t", "tpg/infonce/residual/pooled",
+                   "tpg/hadsell/residual@0", "tpg/infonce/raw@0")
 VIEWS = ("similar", "challenging")
 COMMON_CLASSES = ("car", "bus", "truck", "motorcycle")
 
