@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +41,10 @@ def ensure_ray(address: str | None = None) -> None:
     import ray
 
     if not ray.is_initialized():
-        if address in (None, "local") and not os.environ.get("RAY_ADDRESS"):
-            with loopback_only():
-                ray.init(address="local", runtime_env={"env_vars": WORKER_ENV}, log_to_driver=False,
-                         logging_level=logging.WARNING)
-        else:  # a cluster's job log shows its workers' output
-            ray.init(address=address, runtime_env={"env_vars": WORKER_ENV}, log_to_driver=True,
-                     logging_level=logging.WARNING)
+        local = address in (None, "local") and not os.environ.get("RAY_ADDRESS")
+        with loopback_only() if local else nullcontext():  # a cluster's job log shows its workers' output
+            ray.init(address="local" if local else address, runtime_env={"env_vars": WORKER_ENV},
+                     log_to_driver=not local, logging_level=logging.WARNING)
     configure_data_context()
 
 

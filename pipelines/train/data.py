@@ -246,10 +246,11 @@ def build_dataset(
 def to_torch_batch(batch: Mapping[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
     """A numpy batch of ``decode_clips`` rows -> the ``epg.step`` batch on ``device`` (video in [0, 1]).
 
-    Ray hands out read-only views of its blocks; each column is copied once into a writable array
-    (the video in the same pass as its cast to float), which PyTorch may then own.
+    Ray hands out read-only views of its blocks; each column is copied once into a writable array,
+    which PyTorch may then own. The video is copied as uint8 and cast on ``device`` (a quarter of
+    the bytes to move to a GPU).
     """
-    video = torch.from_numpy(np.array(batch["video"], dtype=np.float32)).div_(255.0).to(device, non_blocking=True)
+    video = torch.from_numpy(np.array(batch["video"], dtype=np.uint8)).to(device, non_blocking=True).float().div_(255.0)
     out = {"video": video, "audio": torch.from_numpy(np.array(batch["audio"], dtype=np.float32)).to(device, non_blocking=True)}
     for key in ("stream", "t", "label"):
         out[key] = torch.from_numpy(np.array(batch[key], dtype=np.int64)).to(device)

@@ -12,9 +12,7 @@ anchor every epoch is read against.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -114,10 +112,8 @@ def holdout_diagnostics(model: AVEncoders, clips: Mapping[str, np.ndarray], lam:
 
 def write_init_diagnostics(metrics_dir: Path, diagnostics: Mapping[str, float]) -> None:
     """Record the initial model's diagnostics (atomically), so every later epoch can be read against them."""
-    metrics_dir.mkdir(parents=True, exist_ok=True)
-    tmp = metrics_dir / f".{INIT_DIAGNOSTICS_FILE}.partial"
-    tmp.write_text(json.dumps(dict(diagnostics), indent=1))
-    os.replace(tmp, metrics_dir / INIT_DIAGNOSTICS_FILE)
+    store = OutputStore(str(metrics_dir))
+    store.write_json(store.path(INIT_DIAGNOSTICS_FILE), dict(diagnostics))
 
 
 def describe(diagnostics: Mapping[str, float], trained: bool = True) -> str:

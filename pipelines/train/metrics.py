@@ -76,9 +76,8 @@ class MetricsLog:
         self.writer.close()
 
 
-def follow(path: Path, stop: threading.Event, out=sys.stdout, interval: float = 0.5) -> None:
-    """Print every line appended to ``path`` after the call (with ``PROGRESS_PREFIX``) until ``stop`` is set."""
-    offset = path.stat().st_size if path.is_file() else 0
+def follow(path: Path, offset: int, stop: threading.Event, interval: float = 0.5) -> None:
+    """Print every line appended to ``path`` past ``offset`` (with ``PROGRESS_PREFIX``) until ``stop`` is set."""
     pending = b""
     while True:
         stopping = stop.wait(interval)
@@ -89,17 +88,20 @@ def follow(path: Path, stop: threading.Event, out=sys.stdout, interval: float = 
             offset += len(data)
             *lines, pending = (pending + data).split(b"\n")
             for line in lines:
-                out.write(f"{PROGRESS_PREFIX}{line.decode()}\n")
-            out.flush()
+                sys.stdout.write(f"{PROGRESS_PREFIX}{line.decode()}\n")
+            sys.stdout.flush()
         if stopping:
             return
 
 
 @contextmanager
 def follow_progress(run_dir: Path) -> Iterator[None]:
-    """While the block runs, the driver prints the run's new progress lines (``metrics/progress.log``)."""
+    """While the block runs, the driver prints the run's new progress lines (``metrics/progress.log``);
+    lines already there (a resumed run's) are not printed again."""
+    path = run_dir / "metrics" / PROGRESS_FILE
     stop = threading.Event()
-    thread = threading.Thread(target=follow, args=(run_dir / "metrics" / PROGRESS_FILE, stop), daemon=True)
+    thread = threading.Thread(target=follow, args=(path, path.stat().st_size if path.is_file() else 0, stop),
+                              daemon=True)
     thread.start()
     try:
         yield
