@@ -5,9 +5,10 @@ Local:    python jobs/localize.py --embeddings data/emb --labels data/synth/labe
           [--head linear | cpsp | linear,cpsp | all] [--features audio visual both | --features all]
           linear probe: [--epochs 50] [--batch-size 1024] [--lr 3e-3] [--weight-decay 1e-4]
                         [--class-weight none|balanced] [--seed 0]
-          cpsp head:    [--cpsp-supervision full|weak] [--cpsp-epochs 45] [--cpsp-batch-size 16] [--cpsp-lr 1e-3]
-                        [--cpsp-weight-decay 0] [--cpsp-window 10] [--cpsp-stride 5] [--cpsp-val-fraction 0.2]
-                        [--cpsp-input-norm l2|layer|none] [--cpsp-category-head segment|video] [--cpsp-hidden 128]
+          cpsp head:    [--cpsp-supervision full|weak | --weak] [--cpsp-epochs 45] [--cpsp-batch-size 16]
+                        [--cpsp-lr 1e-3] [--cpsp-weight-decay 0] [--cpsp-window 10] [--cpsp-stride 5]
+                        [--cpsp-val-fraction 0.2] [--cpsp-input-norm l2|layer|none]
+                        [--cpsp-category-head segment|video] [--cpsp-hidden 128] [--no-cpsp-local-heads]
                         [--cpsp-device cpu] (its seed is --seed)
 Cluster:  ray job submit --working-dir . -- python jobs/localize.py --embeddings s3://bucket/emb ...
 --eval VIEW=STREAM[,STREAM] names a view of held-out streams (repeat for several views).
@@ -77,6 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=probe.seed)
     p.add_argument("--cpsp-supervision", choices=SUPERVISIONS, default=cpsp.supervision,
                    help="full: per-second targets; weak: only the classes present in each window")
+    p.add_argument("--weak", dest="cpsp_supervision", action="store_const", const="weak",
+                   help="same as --cpsp-supervision weak")
     p.add_argument("--cpsp-epochs", type=int, default=cpsp.epochs)
     p.add_argument("--cpsp-batch-size", type=int, default=cpsp.batch_size, help="windows per batch")
     p.add_argument("--cpsp-lr", type=float, default=cpsp.lr)
@@ -88,6 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cpsp-input-norm", choices=INPUT_NORMS, default=cpsp.input_norm)
     p.add_argument("--cpsp-category-head", choices=CATEGORY_HEADS, default=cpsp.category_head)
     p.add_argument("--cpsp-hidden", type=int, default=cpsp.hidden, help="projection and BiLSTM size")
+    p.add_argument("--cpsp-local-heads", action=argparse.BooleanOptionalAction, default=cpsp.local_heads,
+                   help="each second's gate and category also read its own embeddings (segment head only)")
     p.add_argument("--cpsp-device", default=cpsp.device, help="torch device, e.g. cuda")
     add_output_option(p, "output directory (path or URI)")
     return p.parse_args(argv)
@@ -107,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                                 seed=args.seed, device=args.cpsp_device, length=args.cpsp_window,
                                 stride=args.cpsp_stride, val_fraction=args.cpsp_val_fraction,
                                 input_norm=args.cpsp_input_norm, category_head=args.cpsp_category_head,
-                                hidden=args.cpsp_hidden),
+                                local_heads=args.cpsp_local_heads, hidden=args.cpsp_hidden),
         )
         result = run_localize(config)
     except (ValueError, FileNotFoundError) as exc:  # DownstreamError, EmbeddingsError, LabelsError are ValueErrors

@@ -54,6 +54,10 @@ class CPSPModelConfig(Config):
     category_head: ``video`` (the paper: one category from the time-averaged fused
       feature) or ``segment`` (a category per segment, for windows that hold
       several classes, as our streams do).
+    local_heads: the event and category logits of a segment also read that
+      segment's own projected inputs (a linear skip past the BiLSTMs and PSP), so
+      its gate can rest on its own evidence and not only on its window's context;
+      ``segment`` head only.
     event_threshold: a segment is an event when sigmoid(event logit) > this.
     """
 
@@ -69,6 +73,7 @@ class CPSPModelConfig(Config):
     psp_threshold: float = 0.099
     dropout: float = 0.1
     category_head: CategoryHead = "video"
+    local_heads: bool = False
     event_threshold: float = 0.5
 
     def __post_init__(self) -> None:
@@ -81,6 +86,9 @@ class CPSPModelConfig(Config):
         _unit_interval(self, "dropout")
         if not 0.0 < self.event_threshold < 1.0:
             fail(self, "event_threshold", "in (0, 1)", self.event_threshold)
+        if self.local_heads and self.category_head != "segment":
+            fail(self, "local_heads", "False with the video category head (it adds per-segment logits)",
+                 self.local_heads)
 
     @property
     def feature_dim(self) -> int:
@@ -115,7 +123,9 @@ class CPSPTrainConfig(Config):
     """Training (see ``epg.cpsp.train``).
 
     supervision: ``full`` (segment labels) or ``weak`` (video labels only; the
-      validation split still needs segment labels for model selection).
+      validation split still needs segment labels for model selection; needs the
+      ``segment`` category head, whose per-segment categories tell the gate where
+      the label's class is).
     Adam with ``lr`` and ``weight_decay``; the learning rate is multiplied by
     ``lr_gamma`` at each epoch in ``lr_milestones``; gradients clipped to
     ``grad_clip_norm`` (None = off). ``device``: torch device string.
@@ -148,3 +158,9 @@ class CPSPConfig(Config):
     model: CPSPModelConfig = field(default_factory=CPSPModelConfig)
     loss: CPSPLossConfig = field(default_factory=CPSPLossConfig)
     train: CPSPTrainConfig = field(default_factory=CPSPTrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.train.supervision == "weak" and self.model.category_head != "segment":
+            fail(self.model, "category_head", "'segment' for weak supervision (the video head gives every "
+                 "segment the same category, so the video labels cannot tell the gate where the event is)",
+                 self.model.category_head)

@@ -17,6 +17,9 @@ Inputs per video: visual [B, T, d_v] (pooled vectors, e.g. our EPG embeddings) o
    - category: ``video`` head: C logits from the time average of fused (the
      paper); ``segment`` head: C logits per segment.
    - av_similarity: cos(v_out_t, a_out_t) per segment, the input of L_avpsp.
+   ``local_heads`` (segment head only): both logits of segment t add a linear
+   read-out of [v_t, a_t] (steps 2 and 4, before the BiLSTMs), the segment's own
+   evidence beside its context.
 
 Prediction (the paper's rule): segment t is background (class C) when
 sigmoid(event_t) ≤ event_threshold, else the arg-max category (of the video, or
@@ -97,6 +100,8 @@ class CPSPModel(nn.Module):
         self.psp = PositiveSamplePropagation(c.feature_dim, c.psp_threshold, c.dropout)
         self.event_head = nn.Linear(c.feature_dim, 1)
         self.category_head = nn.Linear(c.feature_dim, c.num_classes)
+        self.local_event_head = nn.Linear(2 * c.proj_dim, 1) if c.local_heads else None
+        self.local_category_head = nn.Linear(2 * c.proj_dim, c.num_classes) if c.local_heads else None
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         if self.config.input_norm == "l2":
@@ -122,6 +127,7 @@ class CPSPModel(nn.Module):
         if visual.dim() == 5:
             visual = self.attention(visual, a) if self.attention is not None else visual.mean(dim=(2, 3))
         v = self.visual_proj(visual)
+        local = torch.cat([v, a], dim=-1)
         a, _ = self.audio_lstm(a)
         v, _ = self.visual_lstm(v)
         psp = self.psp(v, a)
@@ -130,6 +136,9 @@ class CPSPModel(nn.Module):
             class_logits = self.category_head(psp.fused.mean(dim=1))
         else:
             class_logits = self.category_head(psp.fused)
+        if self.local_event_head is not None and self.local_category_head is not None:
+            event_logits = event_logits + self.local_event_head(local).squeeze(-1)
+            class_logits = class_logits + self.local_category_head(local)
         av_similarity = F.cosine_similarity(psp.visual, psp.audio, dim=-1)
         return CPSPOutput(event_logits, class_logits, psp.fused, psp.visual, psp.audio, av_similarity,
                           psp.gamma_va, psp.gamma_av)

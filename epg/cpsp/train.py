@@ -12,15 +12,12 @@ Fully supervised loss (segment labels):
   L_class, ``video`` head: cross-entropy of the video category, the most frequent
   event class of the video (ties: the lower class index; videos without an event
   segment are left out); ``segment`` head: cross-entropy over event segments.
-Weakly supervised loss (video labels y ∈ {0, 1}^C only):
-    p_c = max_t sigmoid(event_t) · z_tc   (z: category logits per segment)
-    L = MultiLabelSoftMargin(p, y) + w_vpsa·L_vpsa
-  with the class of L_vpsa the lowest labelled class of the video (−1 = none).
-  Segment labels of the training split are not used. Note: this objective (the
-  paper's, as read) trains the event gate only through the max over time, which
-  rewards opening it and never closing it; on a toy set whose videos all hold an
-  event it learns the categories well but predicts nearly every segment as an
-  event, so its accuracy approaches the event share of the segments.
+Weakly supervised loss (video labels y ∈ {0, 1}^C only; ``segment`` category head):
+    L = L_mil(event_logits, class_logits, y) + w_vpsa·L_vpsa
+  L_mil (``epg.cpsp.loss_mil``): the class probabilities averaged over the open
+  segments must match y and those averaged over the closed ones must hold no class.
+  The class of L_vpsa is the lowest labelled class of the video (−1 = none).
+  Segment labels of the training split are not used.
 Metric: per-segment accuracy over all segments, background a class of its own
 (prediction rule in ``epg.cpsp.model``), as a fraction in [0, 1].
 
@@ -43,6 +40,7 @@ from torch import nn
 
 from epg.cpsp.config import CPSPConfig, CPSPLossConfig
 from epg.cpsp.loss_avpsp import avpsp_loss
+from epg.cpsp.loss_mil import mil_loss
 from epg.cpsp.loss_spsa import spsa_loss
 from epg.cpsp.loss_vpsa import vpsa_loss
 from epg.cpsp.model import CPSPModel, CPSPOutput, predict_segments
@@ -172,12 +170,11 @@ def fully_supervised_loss(out: CPSPOutput, segment_labels: torch.Tensor, config:
 
 
 def weakly_supervised_loss(out: CPSPOutput, video_labels: torch.Tensor, config: CPSPLossConfig) -> dict[str, torch.Tensor]:
-    """The weakly supervised objective and its parts (keys: loss, mil, vpsa)."""
-    gated = torch.sigmoid(out.event_logits).unsqueeze(-1) * out.segment_class_logits()  # [B, T, C]
-    video_scores = gated.max(dim=1).values
-    mil = F.multilabel_soft_margin_loss(video_scores, video_labels)
-    vpsa = vpsa_loss(out.fused, first_labelled_class(video_labels), config.vpsa_margin, config.vpsa_negatives)
-    return {"loss": mil + config.vpsa_weight * vpsa, "mil": mil, "vpsa": vpsa}
+    """The weakly supervised objective and its parts (keys: loss, foreground, background, vpsa)."""
+    terms = mil_loss(out.event_logits, out.class_logits, video_labels)
+    terms["vpsa"] = vpsa_loss(out.fused, first_labelled_class(video_labels), config.vpsa_margin, config.vpsa_negatives)
+    terms["loss"] = terms["foreground"] + terms["background"] + config.vpsa_weight * terms["vpsa"]
+    return terms
 
 
 @torch.no_grad()

@@ -23,8 +23,12 @@ Decisions for the CPSP head (where the design is silent):
   best validation per-segment accuracy (exact target, background a class) is kept.
   Eval streams never take part in training or in the choice; the validation
   seconds are not retrained on afterwards.
-- Weak supervision trains on the windows' video labels (classes present) only;
-  validation still uses the segment targets to choose the epoch.
+- Weak supervision trains on the windows' video labels (classes present) only,
+  through ``epg.cpsp.loss_mil``; validation still uses the segment targets to
+  choose the epoch.
+- Local heads on by default (``local_heads``): each second's gate and category
+  also read that second's own embeddings, not only its window's context (the
+  weak head needs it to tell which seconds hold the event; see docs/design.md).
 - Input normalisation ``l2`` by default: EPG embeddings are not normalised and
   their scale differs between modalities and checkpoints.
 - PSP threshold 0.99 / ``length`` (the published 0.099 for T = 10): a row of the
@@ -146,6 +150,7 @@ class CPSPHeadConfig(Config):
     val_fraction: float = 0.2  # last share of each training stream used for model selection
     input_norm: InputNorm = "l2"
     category_head: CategoryHead = "segment"
+    local_heads: bool = True  # segment head only: logits also read each second's own embeddings
     hidden: int = _MODEL.lstm_hidden  # BiLSTM hidden size per direction; the projection has the same size
     loss: CPSPLossConfig = field(default_factory=CPSPLossConfig)
 
@@ -163,11 +168,16 @@ class CPSPHeadConfig(Config):
             fail(self, "device", "a torch device string such as 'cpu' or 'cuda'", self.device)
         if not isinstance(self.loss, CPSPLossConfig):
             fail(self, "loss", "a CPSPLossConfig", type(self.loss).__name__)
+        if self.category_head == "video" and self.local_heads:
+            fail(self, "local_heads", "False with the video category head (--no-cpsp-local-heads)", self.local_heads)
+        if self.supervision == "weak" and self.category_head != "segment":
+            fail(self, "category_head", "'segment' for weak supervision", self.category_head)
 
     def cpsp_config(self, num_classes: int, dim: int) -> CPSPConfig:
         """The full CPSP configuration for C event classes and d-dimensional v and a."""
         model = CPSPModelConfig(num_classes=num_classes, visual_dim=dim, audio_dim=dim, input_norm=self.input_norm,
-                                category_head=self.category_head, proj_dim=self.hidden, lstm_hidden=self.hidden,
+                                category_head=self.category_head, local_heads=self.local_heads,
+                                proj_dim=self.hidden, lstm_hidden=self.hidden,
                                 psp_threshold=round(0.99 / self.length, 6))
         train = dataclasses.replace(_TRAIN, supervision=self.supervision, epochs=self.epochs, batch_size=self.batch_size,
                                     lr=self.lr, weight_decay=self.weight_decay, seed=self.seed, device=self.device)

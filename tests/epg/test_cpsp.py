@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -24,6 +26,7 @@ from epg.cpsp import (
 from epg.cpsp.model import CPSPOutput
 from epg.cpsp.psp import affinity, propagate
 from epg.cpsp.train import first_labelled_class, video_class, video_labels_from_segments
+from epg.metrics import roc_auc
 
 C, T, D = 3, 10, 8
 
@@ -66,6 +69,8 @@ def toy():
         (lambda: CPSPModelConfig(category_head="frame"), "CPSPModelConfig.category_head"),
         (lambda: CPSPModelConfig(dropout=-0.1), "CPSPModelConfig.dropout"),
         (lambda: CPSPModelConfig(event_threshold=1.0), "CPSPModelConfig.event_threshold"),
+        (lambda: CPSPModelConfig(local_heads=True), "CPSPModelConfig.local_heads"),
+        (lambda: CPSPConfig(train=CPSPTrainConfig(supervision="weak")), "CPSPModelConfig.category_head"),
         (lambda: CPSPLossConfig(vpsa_margin=-1), "CPSPLossConfig.vpsa_margin"),
         (lambda: CPSPLossConfig(spsa_temperature=0), "CPSPLossConfig.spsa_temperature"),
         (lambda: CPSPLossConfig(vpsa_negatives=0), "CPSPLossConfig.vpsa_negatives"),
@@ -251,18 +256,31 @@ def test_selection_uses_validation_only_and_runs_repeat(toy):
     assert all(torch.equal(p, params[n]) for n, p in with_test.model.named_parameters())
 
 
-def test_weakly_supervised_path_learns_the_categories_from_video_labels(toy):
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_weak_supervision_localises_nearly_as_well_as_full_supervision(toy, seed):
+    """Same seeds, same budget, same network: only the labels differ (segments vs classes present)."""
     train, val, test = toy
-    result = train_cpsp(fast_config("weak"), train, val, test)
-    assert set(result.train_loss[0]) == {"loss", "mil", "vpsa"}
-    assert result.train_loss[-1]["mil"] < 0.2 * result.train_loss[0]["mil"]
-    assert len(result.val_accuracy) == 8 and 0.0 <= result.test_accuracy <= 1.0
+    results = {}
+    for supervision in ("full", "weak"):
+        config = fast_config(supervision, category_head="segment", local_heads=True)
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
+        results[supervision] = train_cpsp(config, train, val, test)
+    assert results["full"].test_accuracy >= 0.95
+    assert results["weak"].test_accuracy >= 0.85
+    assert set(results["weak"].train_loss[0]) == {"loss", "foreground", "background", "vpsa"}
+    always_background = float((test.segment_labels == C).float().mean())
+    assert results["weak"].test_accuracy > always_background + 0.3
+
+
+def test_weak_gate_finds_the_event_segments_it_never_saw(toy):
+    """The training split's segment labels never reach the weak loss; its gate still ranks their events first."""
+    train, val, _ = toy
+    result = train_cpsp(fast_config("weak", category_head="segment", local_heads=True), train, val)
     with torch.no_grad():
-        out = result.model(test.visual, test.audio)
-    is_event = test.segment_labels < C
-    class_of_event_segments = out.segment_class_logits().argmax(-1)[is_event]
-    assert float((class_of_event_segments == test.segment_labels[is_event]).float().mean()) >= 0.95
-    assert predict(result.model, test).shape == (len(test), T)
+        gate = torch.sigmoid(result.model(train.visual, train.audio).event_logits)
+    is_event = (train.segment_labels < C).numpy().ravel()
+    assert roc_auc(is_event, gate.numpy().ravel()) >= 0.9
+    assert predict(result.model, train).shape == (len(train), T)
 
 
 def test_training_refuses_mismatched_splits(toy):

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from epg.cpsp import CPSPLossConfig, avpsp_loss, spsa_loss, vpsa_loss
+from epg.cpsp.loss_mil import attention_pool, mil_loss
 from epg.cpsp.loss_vpsa import video_features
 from epg.cpsp.model import CPSPOutput
 from epg.cpsp.train import fully_supervised_loss, weakly_supervised_loss
@@ -150,14 +151,35 @@ def test_fully_supervised_segment_head_uses_event_segments_only():
     assert near(terms["class"], float(F.cross_entropy(logits[0, :2], torch.tensor([0, 1]))))
 
 
-def test_weakly_supervised_objective_is_max_over_time_multilabel_soft_margin():
-    out = make_output(torch.tensor([[0.0, 10.0]]), torch.tensor([[2.0, -2.0]]), torch.randn(1, 2, 4), torch.zeros(1, 2))
-    s10 = 1 / (1 + math.exp(-10))
-    # gated scores: t0 = 0.5 · [2, -2] = [1, -1]; t1 = s10 · [2, -2]; max over t: [2·s10, -1]
-    softplus = lambda x: math.log1p(math.exp(x))
-    expected = (softplus(-2 * s10) + softplus(-1.0)) / 2
-    terms = weakly_supervised_loss(out, torch.tensor([[1.0, 0.0]]), CPSPLossConfig(vpsa_weight=1.0))
-    assert near(terms["mil"], expected) and near(terms["vpsa"], 0.0) and near(terms["loss"], expected)
+def test_mil_pools_class_probabilities_over_open_and_over_closed_segments():
+    # gates sigmoid([0, ln 3]) = [0.5, 0.75]; class probabilities t0 [0.5, 0.5], t1 [0.75, 0.25]
+    event = torch.tensor([[0.0, math.log(3)]])
+    logits = torch.tensor([[[0.0, 0.0], [math.log(3), -math.log(3)]]])
+    assert torch.allclose(attention_pool(torch.sigmoid(logits), torch.sigmoid(event)), torch.tensor([[0.65, 0.35]]))
+    # foreground (0.5·[.5, .5] + 0.75·[.75, .25]) / 1.25 = [0.65, 0.35]
+    # background (0.5·[.5, .5] + 0.25·[.75, .25]) / 0.75 = [7/12, 5/12]
+    background = (7 / 12, 5 / 12)
+    terms = mil_loss(event, logits, torch.tensor([[1.0, 0.0]]))
+    assert near(terms["foreground"], -math.log(0.65))
+    assert near(terms["background"], -(math.log(1 - background[0]) + math.log(1 - background[1])) / 2)
+    out = make_output(event, logits, torch.randn(1, 2, 4), torch.zeros(1, 2))
+    weak = weakly_supervised_loss(out, torch.tensor([[1.0, 0.0]]), CPSPLossConfig(vpsa_weight=1.0))
+    assert set(weak) == {"loss", "foreground", "background", "vpsa"} and near(weak["vpsa"], 0.0)
+    assert near(weak["loss"], float(terms["foreground"] + terms["background"]))
+
+
+def test_mil_opens_the_gate_where_the_label_class_is_and_shuts_it_elsewhere():
+    event = torch.zeros(1, 3, requires_grad=True)  # every gate half open
+    logits = torch.tensor([[[4.0, -4.0], [-4.0, -4.0], [-4.0, 4.0]]])  # t0 says class 0, t1 nothing, t2 class 1
+    terms = mil_loss(event, logits, torch.tensor([[1.0, 0.0]]))  # the window holds class 0 only
+    (terms["foreground"] + terms["background"]).backward()
+    grad = event.grad[0]
+    assert grad[0] < 0 and grad[1] > 0 and grad[2] > 0  # descent opens t0 and shuts t1 and t2
+
+
+def test_mil_needs_per_segment_categories():
+    with pytest.raises(ValueError, match="per-segment category logits"):
+        mil_loss(torch.zeros(1, 3), torch.zeros(1, 2), torch.ones(1, 2))
 
 
 @pytest.mark.parametrize("loss", ["avpsp", "spsa", "vpsa"])

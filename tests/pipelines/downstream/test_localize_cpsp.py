@@ -115,8 +115,8 @@ def test_eval_views_never_influence_the_cpsp_model(scene):
 
 def test_weak_supervision_runs_and_is_recorded(scene, tmp_path):
     out = tmp_path / "weak"
-    code = localize_cli.main(base_args(scene, out) + ["--head", "cpsp", "--cpsp-supervision", "weak",
-                                                      "--cpsp-epochs", "3", "--features", "all"])
+    code = localize_cli.main(base_args(scene, out) + ["--head", "cpsp", "--weak", "--cpsp-epochs", "3",
+                                                      "--features", "all"])
     assert code == 0
     accuracy = read_json(out / "accuracy.json")
     assert set(accuracy) == {"cpsp"} and set(accuracy["cpsp"]) == {"both"}  # features all: cpsp reads both only
@@ -125,7 +125,9 @@ def test_weak_supervision_runs_and_is_recorded(scene, tmp_path):
     summary = read_json(out / "summary.json")
     assert summary["cpsp"]["settings"]["supervision"] == "weak" and len(summary["cpsp"]["val_accuracy"]) == 3
     assert "probe" not in summary
-    assert LocalizeJobConfig.from_dict(read_json(out / "config.json")).cpsp.supervision == "weak"
+    recorded = LocalizeJobConfig.from_dict(read_json(out / "config.json")).cpsp
+    assert recorded.supervision == "weak" and recorded.local_heads
+    assert summary["cpsp"]["cpsp_config"]["model"]["local_heads"] is True
 
 
 def test_bad_cpsp_options_exit_2_with_a_clear_message(scene, tmp_path, capsys):
@@ -137,6 +139,9 @@ def test_bad_cpsp_options_exit_2_with_a_clear_message(scene, tmp_path, capsys):
         (["--head", "cpsp", "--cpsp-val-fraction", "1.5"], "CPSPHeadConfig.val_fraction must be in (0, 1)"),
         (["--head", "cpsp", "--cpsp-device", "gpu0"], "CPSPHeadConfig.device"),
         (["--head", "cpsp", "--cpsp-window", "400"], "needs training windows and validation windows of 400"),
+        (["--head", "cpsp", "--cpsp-category-head", "video"], "CPSPHeadConfig.local_heads must be False"),
+        (["--head", "cpsp", "--weak", "--cpsp-category-head", "video", "--no-cpsp-local-heads"],
+         "CPSPHeadConfig.category_head must be 'segment' for weak supervision"),
     ]
     for extra, message in cases:
         assert localize_cli.main(base + extra) == 2, extra

@@ -1,0 +1,48 @@
+"""L_mil: the weakly supervised multiple-instance loss of the CPSP head (video labels only).
+
+Per segment t of a window: the event gate g_t = sigmoid(event logit) and class
+probabilities p_tc = sigmoid(category logit), c = 1..C (per segment: the
+``segment`` category head). Two attention-weighted averages over the T segments:
+
+    f_c = Σ_t g_t p_tc / Σ_t g_t              what the open segments say   (foreground)
+    b_c = Σ_t (1 − g_t) p_tc / Σ_t (1 − g_t)  what the closed segments say (background)
+
+    L_mil = BCE(f, y) + BCE(b, 0)             y ∈ {0, 1}^C: the classes present in the window
+
+Why it localises: f must hold the window's classes and no other, so an open segment
+whose probabilities disagree with the label dilutes f and its gate is pushed shut;
+b must hold no class, so a closed segment that carries the label's class is pushed
+open. Both averages are normalised, so neither rewards opening or closing every
+gate; where a segment sits decides. Background is the complement of the gate (a
+class of its own in the segment targets, class C), not a label column: a window
+that is event from end to end is still asked to show background in its least-open
+segments, which costs little when such windows are rare.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-6
+
+
+def attention_pool(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """values [B, T, C], weights [B, T] >= 0 -> [B, C]: Σ_t w_t x_tc / Σ_t w_t (0 when all weights are 0)."""
+    return (weights.unsqueeze(-1) * values).sum(dim=1) / weights.sum(dim=1, keepdim=True).clamp_min(EPS)
+
+
+def mil_loss(event_logits: torch.Tensor, class_logits: torch.Tensor, video_labels: torch.Tensor
+             ) -> dict[str, torch.Tensor]:
+    """event_logits [B, T], class_logits [B, T, C], video_labels [B, C] multi-hot -> {foreground, background}."""
+    if class_logits.dim() != 3 or class_logits.shape[:2] != event_logits.shape:
+        raise ValueError(f"L_mil needs per-segment category logits [B, T, C] for events {list(event_logits.shape)}, "
+                         f"got {list(class_logits.shape)}")
+    gate = torch.sigmoid(event_logits)
+    probs = torch.sigmoid(class_logits)
+    foreground = attention_pool(probs, gate).clamp(EPS, 1 - EPS)
+    background = attention_pool(probs, 1 - gate).clamp(EPS, 1 - EPS)
+    return {
+        "foreground": F.binary_cross_entropy(foreground, video_labels.to(foreground.dtype)),
+        "background": F.binary_cross_entropy(background, torch.zeros_like(background)),
+    }
