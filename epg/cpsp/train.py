@@ -12,8 +12,9 @@ Fully supervised loss (segment labels):
   L_class, ``video`` head: cross-entropy of the video category, the most frequent
   event class of the video (ties: the lower class index; videos without an event
   segment are left out); ``segment`` head: cross-entropy over event segments.
-Weakly supervised loss (video labels y ∈ {0, 1}^C only; ``segment`` category head):
-    L = L_mil(event_logits, class_logits, y) + w_vpsa·L_vpsa
+Weakly supervised loss (video labels only: the classes y ∈ {0, 1}^C and whether
+the window holds background; ``segment`` category head):
+    L = L_mil(event_logits, class_logits, y, background) + w_vpsa·L_vpsa
   L_mil (``epg.cpsp.loss_mil``): the class probabilities averaged over the open
   segments must match y and those averaged over the closed ones must hold no class.
   The class of L_vpsa is the lowest labelled class of the video (−1 = none).
@@ -53,15 +54,18 @@ def _tensor(x: Any, dtype: torch.dtype) -> torch.Tensor:
 @dataclass
 class CPSPData:
     """One split: visual [N, T, d_v] or [N, T, H, W, d_v]; audio [N, T, d_a];
-    segment_labels int64 [N, T] in 0..C (C = background); video_labels float32 [N, C] (multi-hot).
+    segment_labels int64 [N, T] in 0..C (C = background); video_labels float32 [N, C] (multi-hot);
+    video_background bool [N]: the video holds a background segment (background as a class of its own in
+    the video label; derived from segment_labels when not given, as video labels are from per-second ones).
 
-    Arrays are converted to float32 / int64 tensors on construction.
+    Arrays are converted to float32 / int64 / bool tensors on construction.
     """
 
     visual: torch.Tensor
     audio: torch.Tensor
     segment_labels: torch.Tensor
     video_labels: torch.Tensor
+    video_background: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         self.visual = _tensor(self.visual, torch.float32)
@@ -80,6 +84,11 @@ class CPSPData:
         c = self.video_labels.shape[1]
         if n and (int(self.segment_labels.min()) < 0 or int(self.segment_labels.max()) > c):
             raise ValueError(f"segment_labels must lie in 0..{c} ({c} = background)")
+        if self.video_background is None:
+            self.video_background = (self.segment_labels == c).any(dim=1)
+        self.video_background = _tensor(self.video_background, torch.bool)
+        if tuple(self.video_background.shape) != (n,):
+            raise ValueError(f"video_background must be [{n}], got {list(self.video_background.shape)}")
 
     @classmethod
     def from_one_hot(cls, visual: Any, audio: Any, segment_one_hot: Any, video_labels: Any | None = None) -> "CPSPData":
@@ -109,7 +118,8 @@ class CPSPData:
         """The videos at ``index`` (integer positions or a boolean mask)."""
         index = torch.as_tensor(np.asarray(index))
         index = index.nonzero().flatten() if index.dtype == torch.bool else index.to(torch.int64)
-        return CPSPData(self.visual[index], self.audio[index], self.segment_labels[index], self.video_labels[index])
+        return CPSPData(self.visual[index], self.audio[index], self.segment_labels[index], self.video_labels[index],
+                        self.video_background[index])
 
 
 def video_labels_from_segments(segment_labels: Any, num_classes: int) -> np.ndarray:
@@ -169,11 +179,13 @@ def fully_supervised_loss(out: CPSPOutput, segment_labels: torch.Tensor, config:
     return terms
 
 
-def weakly_supervised_loss(out: CPSPOutput, video_labels: torch.Tensor, config: CPSPLossConfig) -> dict[str, torch.Tensor]:
-    """The weakly supervised objective and its parts (keys: loss, foreground, background, vpsa)."""
-    terms = mil_loss(out.event_logits, out.class_logits, video_labels)
+def weakly_supervised_loss(out: CPSPOutput, video_labels: torch.Tensor, video_background: torch.Tensor,
+                           config: CPSPLossConfig) -> dict[str, torch.Tensor]:
+    """The weakly supervised objective and its parts (keys: loss, foreground, background, pinned, vpsa)."""
+    terms = mil_loss(out.event_logits, out.class_logits, video_labels, video_background)
     terms["vpsa"] = vpsa_loss(out.fused, first_labelled_class(video_labels), config.vpsa_margin, config.vpsa_negatives)
-    terms["loss"] = terms["foreground"] + terms["background"] + config.vpsa_weight * terms["vpsa"]
+    terms["loss"] = (terms["foreground"] + terms["background"] + terms["pinned"]
+                     + config.vpsa_weight * terms["vpsa"])
     return terms
 
 
@@ -297,7 +309,8 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: CPSPD
         if tc.supervision == "full":
             terms = fully_supervised_loss(out, data.segment_labels[index].to(device), config.loss)
         else:
-            terms = weakly_supervised_loss(out, data.video_labels[index].to(device), config.loss)
+            terms = weakly_supervised_loss(out, data.video_labels[index].to(device),
+                                           data.video_background[index].to(device), config.loss)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         if tc.grad_clip_norm is not None:

@@ -26,7 +26,8 @@ dataset (DESIGN §3.2) with the per-second labels (§3.3):
   layout); the labels table puts it first (class 0): ``to_segment_labels`` and
   ``from_segment_labels`` convert.
 - Video labels [W, C]: the classes present among the window's segment labels
-  (multi-hot), the targets of the weakly supervised setting.
+  (multi-hot), and whether the window holds a background second (``CPSPData``
+  derives it): the targets of the weakly supervised setting.
 """
 
 from __future__ import annotations

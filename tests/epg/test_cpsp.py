@@ -198,6 +198,8 @@ def test_label_helpers():
     three = CPSPData(np.zeros((3, 2, D)), np.zeros((3, 2, D)), [[0, 1], [1, 2], [2, 3]], np.zeros((3, 3)))
     assert three.subset(np.array([True, False, True])).segment_labels.tolist() == [[0, 1], [2, 3]]
     assert three.subset([2, 0]).segment_labels.tolist() == [[2, 3], [0, 1]]
+    assert three.video_background.tolist() == [False, False, True]  # derived: a segment of class C = 3
+    assert three.subset([2, 0]).video_background.tolist() == [True, False]
     with pytest.raises(ValueError, match="segment_labels must lie in 0..3"):
         CPSPData(np.zeros((1, 2, D)), np.zeros((1, 2, D)), [[0, 4]], np.zeros((1, 3)))
 
@@ -267,7 +269,7 @@ def test_weak_supervision_localises_nearly_as_well_as_full_supervision(toy, seed
         results[supervision] = train_cpsp(config, train, val, test)
     assert results["full"].test_accuracy >= 0.95
     assert results["weak"].test_accuracy >= 0.85
-    assert set(results["weak"].train_loss[0]) == {"loss", "foreground", "background", "vpsa"}
+    assert set(results["weak"].train_loss[0]) == {"loss", "foreground", "background", "pinned", "vpsa"}
     always_background = float((test.segment_labels == C).float().mean())
     assert results["weak"].test_accuracy > always_background + 0.3
 

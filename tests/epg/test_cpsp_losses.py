@@ -159,19 +159,33 @@ def test_mil_pools_class_probabilities_over_open_and_over_closed_segments():
     # foreground (0.5·[.5, .5] + 0.75·[.75, .25]) / 1.25 = [0.65, 0.35]
     # background (0.5·[.5, .5] + 0.25·[.75, .25]) / 0.75 = [7/12, 5/12]
     background = (7 / 12, 5 / 12)
-    terms = mil_loss(event, logits, torch.tensor([[1.0, 0.0]]))
+    terms = mil_loss(event, logits, torch.tensor([[1.0, 0.0]]), torch.tensor([True]))
     assert near(terms["foreground"], -math.log(0.65))
     assert near(terms["background"], -(math.log(1 - background[0]) + math.log(1 - background[1])) / 2)
+    assert near(terms["pinned"], 0.0)  # a window with an event and background pins no gate
     out = make_output(event, logits, torch.randn(1, 2, 4), torch.zeros(1, 2))
-    weak = weakly_supervised_loss(out, torch.tensor([[1.0, 0.0]]), CPSPLossConfig(vpsa_weight=1.0))
-    assert set(weak) == {"loss", "foreground", "background", "vpsa"} and near(weak["vpsa"], 0.0)
+    weak = weakly_supervised_loss(out, torch.tensor([[1.0, 0.0]]), torch.tensor([True]),
+                                  CPSPLossConfig(vpsa_weight=1.0))
+    assert set(weak) == {"loss", "foreground", "background", "pinned", "vpsa"} and near(weak["vpsa"], 0.0)
     assert near(weak["loss"], float(terms["foreground"] + terms["background"]))
+
+
+def test_mil_pins_the_gates_of_windows_whose_label_fixes_them():
+    event = torch.tensor([[0.0, math.log(3)], [0.0, math.log(3)]])  # gates [0.5, 0.75] in both windows
+    logits = torch.zeros(2, 2, 2)
+    # window 0: a class and no background (every segment an event); window 1: no class (every segment background)
+    terms = mil_loss(event, logits, torch.tensor([[1.0, 0.0], [0.0, 0.0]]), torch.tensor([False, True]))
+    all_open = -(math.log(0.5) + math.log(0.75)) / 2
+    all_closed = -(math.log(0.5) + math.log(0.25)) / 2
+    assert near(terms["pinned"], (all_open + all_closed) / 2)
+    # the closed-segment term counts the window with background only: probabilities 0.5 -> BCE ln 2, halved
+    assert near(terms["background"], math.log(2) / 2)
 
 
 def test_mil_opens_the_gate_where_the_label_class_is_and_shuts_it_elsewhere():
     event = torch.zeros(1, 3, requires_grad=True)  # every gate half open
     logits = torch.tensor([[[4.0, -4.0], [-4.0, -4.0], [-4.0, 4.0]]])  # t0 says class 0, t1 nothing, t2 class 1
-    terms = mil_loss(event, logits, torch.tensor([[1.0, 0.0]]))  # the window holds class 0 only
+    terms = mil_loss(event, logits, torch.tensor([[1.0, 0.0]]), torch.tensor([True]))  # class 0 and background
     (terms["foreground"] + terms["background"]).backward()
     grad = event.grad[0]
     assert grad[0] < 0 and grad[1] > 0 and grad[2] > 0  # descent opens t0 and shuts t1 and t2
@@ -179,7 +193,7 @@ def test_mil_opens_the_gate_where_the_label_class_is_and_shuts_it_elsewhere():
 
 def test_mil_needs_per_segment_categories():
     with pytest.raises(ValueError, match="per-segment category logits"):
-        mil_loss(torch.zeros(1, 3), torch.zeros(1, 2), torch.ones(1, 2))
+        mil_loss(torch.zeros(1, 3), torch.zeros(1, 2), torch.ones(1, 2), torch.ones(1, dtype=torch.bool))
 
 
 @pytest.mark.parametrize("loss", ["avpsp", "spsa", "vpsa"])
