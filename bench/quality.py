@@ -33,6 +33,11 @@ Protocol, the same budget for every method and seed:
   visual query's own second, against its chance level.
 - Anomaly: ``run_anomaly`` for every ``--score`` (reference: A's train view), ROC-AUC against
   B's labelled anomaly seconds, and the loudness baseline (mean log-mel) of the same seconds.
+- Localization (``--localize-methods``): ``run_localize`` trained on A's train view and scored on each
+  view of B, accuracy per second: the linear probe (both features), the CPSP head fully supervised
+  (per-second targets) and weakly supervised (the classes present in each 10-s window, and whether
+  it holds background), against always predicting background and always predicting the most
+  frequent training target.
 - Mining: from the run's last epoch (``metrics/epochs.csv``), the label precision of mined pairs
   against random pairs.
 
@@ -61,12 +66,15 @@ import torch  # noqa: E402
 from results import Printed, command_line, update_results  # noqa: E402
 
 from epg.config import LOSS_KINDS, MINING_RULES, VISUAL_INPUTS  # noqa: E402
+from epg.cpsp.config import SUPERVISIONS  # noqa: E402
 from epg.learning import learning_diagnostics  # noqa: E402
 from epg.metrics import balanced_accuracy  # noqa: E402
 from epg.probe import ProbeConfig, select_features, train_probe  # noqa: E402
 from epg.search import SearchIndex  # noqa: E402
 from pipelines.downstream.anomaly_job import SCORES, AnomalyJobConfig, run_anomaly  # noqa: E402
+from pipelines.downstream.heads import CPSPHeadConfig  # noqa: E402
 from pipelines.downstream.labels import LabelTable, align_labels, read_labels  # noqa: E402
+from pipelines.downstream.localize_job import LocalizeJobConfig, run_localize  # noqa: E402
 from pipelines.ingest.config import IngestConfig  # noqa: E402
 from pipelines.ingest.job import run_ingest  # noqa: E402
 from pipelines.runtime.cluster import start_local_ray  # noqa: E402
@@ -86,6 +94,8 @@ DEFAULT_METHODS = ("random/raw", "random/residual", "tpg/infonce/residual", "epg
                    "tpg/hadsell/residual@0", "tpg/infonce/raw@0")
 VIEWS = ("similar", "challenging")
 COMMON_CLASSES = ("car", "bus", "truck", "motorcycle")
+# Methods whose embeddings also train the localization heads (linear probe, CPSP full and weak).
+LOCALIZE_METHODS = ("random/residual", "tpg/infonce/residual", "epg-consensus/infonce/residual")
 
 
 # Training options a method name may end with (``tpg/infonce/residual/learned-t``): their pretrain flags.
@@ -263,16 +273,18 @@ def retrieval(test: Seconds) -> dict[str, float]:
     return {"recall_at_10": found["recall_at_k"], "recall_chance": found["recall_chance"], "pair_auc": found["pair_auc"]}
 
 
-def evaluate(method: Method, seed: int, args: argparse.Namespace, data: dict[str, Path], work: Path) -> dict[str, Any]:
-    cached = work / "result.json"
-    if cached.exists():
-        return json.loads(cached.read_text())
-    checkpoint, train_seconds = train(method, seed, args, data, work)
-    embeddings = work / "embeddings"
+def embed(checkpoint: Path, embeddings: Path, data: dict[str, Path]) -> None:
+    """Timelines A and B embedded with ``checkpoint`` into a fresh ``embeddings`` root."""
+    shutil.rmtree(embeddings, ignore_errors=True)
     for name in ("A", "B"):
         summary = run_embed(str(checkpoint), str(embeddings), clips=str(data[name]), show_progress=False)
         if not summary.ok:
             raise SystemExit(summary.format())
+
+
+def representation_scores(embeddings: Path, args: argparse.Namespace, data: dict[str, Path], work: Path
+                          ) -> dict[str, Any]:
+    """Probes, kNN precision and recall per view, and the anomaly ROC-AUC of every --score."""
     emb = read_embeddings(str(embeddings))
     labels = read_labels(str(data["labels"]))
     train_seconds_of = seconds_of(emb, labels, "train")
@@ -284,15 +296,57 @@ def evaluate(method: Method, seed: int, args: argparse.Namespace, data: dict[str
     for score in args.scores:
         result = run_anomaly(AnomalyJobConfig(
             embeddings=str(embeddings), output=str(work / f"anomaly-{score}"), reference=("train",), streams=VIEWS,
-            labels=str(data["labels"]), score=score, knn_exclusion=args.knn_exclusion, clips=str(data["B"]) if score == args.scores[0] else None,
-            plots=False))
+            labels=str(data["labels"]), score=score, knn_exclusion=args.knn_exclusion,
+            clips=str(data["B"]) if score == args.scores[0] else None, plots=False))
         anomaly[score] = result.summary.get("roc_auc")
         if "loudness_baseline" in result.summary:
             anomaly["loudness"] = result.summary["loudness_baseline"]["roc_auc"]
-    out = {"method": method.name, "seed": seed, "train_seconds": train_seconds, "views": views, "anomaly": anomaly,
-           "training": last_epoch(checkpoint.parent)}
-    shutil.rmtree(embeddings, ignore_errors=True)  # ~MBs per run; the metrics are what the table needs
-    cached.write_text(json.dumps(out, indent=1))
+    return {"views": views, "anomaly": anomaly}
+
+
+def localization(embeddings: Path, seed: int, args: argparse.Namespace, data: dict[str, Path], work: Path
+                 ) -> dict[str, Any]:
+    """Per-second localization accuracy on each view of B (``run_localize``, trained on A's train view): the
+    linear probe on both features, the CPSP head fully and weakly supervised, and always-background."""
+    out: dict[str, Any] = {}
+    for supervision in SUPERVISIONS:
+        heads = ("linear", "cpsp") if supervision == "full" else ("cpsp",)
+        result = run_localize(LocalizeJobConfig(
+            embeddings=str(embeddings), labels=str(data["labels"]), output=str(work / f"localize-{supervision}"),
+            train=("train",), eval={view: (view,) for view in VIEWS}, features=("both",), heads=heads,
+            probe=ProbeConfig(seed=seed),
+            cpsp=CPSPHeadConfig(supervision=supervision, seed=seed, epochs=args.cpsp_epochs)))
+        for head in heads:
+            name = "linear" if head == "linear" else f"cpsp_{supervision}"
+            out[name] = {view: result.scores[head]["both"][view].accuracy for view in VIEWS}
+        scored = result.scores[heads[0]]["both"]
+        background = result.classes[0]
+        out["always_background"] = {view: scored[view].per_class_n[background] / scored[view].n_seconds
+                                    for view in VIEWS}
+        out["majority"] = result.summary["majority_baseline"]  # always the most frequent training target
+    return out
+
+
+def evaluate(method: Method, seed: int, args: argparse.Namespace, data: dict[str, Path], work: Path,
+             localize: bool) -> dict[str, Any]:
+    """The cached scores of one method and seed (embedding once for whatever is missing); with ``localize``
+    also its ``localization``."""
+    scores_file, localize_file = work / "result.json", work / "localize.json"
+    missing_scores, missing_localize = not scores_file.exists(), localize and not localize_file.exists()
+    if missing_scores or missing_localize:
+        checkpoint, train_seconds = train(method, seed, args, data, work)
+        embeddings = work / "embeddings"
+        embed(checkpoint, embeddings, data)
+        if missing_scores:
+            scores = {"method": method.name, "seed": seed, "train_seconds": train_seconds,
+                      **representation_scores(embeddings, args, data, work), "training": last_epoch(checkpoint.parent)}
+            scores_file.write_text(json.dumps(scores, indent=1))
+        if missing_localize:
+            localize_file.write_text(json.dumps(localization(embeddings, seed, args, data, work), indent=1))
+        shutil.rmtree(embeddings, ignore_errors=True)  # ~MBs per run; the metrics are what the tables need
+    out = json.loads(scores_file.read_text())
+    if localize:
+        out["localization"] = json.loads(localize_file.read_text())
     return out
 
 
@@ -335,6 +389,24 @@ def table(by_method: dict[str, list[dict[str, Any]]], scores: list[str], view: s
     return "\n".join(lines)
 
 
+LOCALIZATION_COLUMNS = (("linear probe", "linear"), ("CPSP full", "cpsp_full"), ("CPSP weak", "cpsp_weak"),
+                        ("always background", "always_background"), ("majority class", "majority"))
+
+
+def localization_table(by_method: dict[str, list[dict[str, Any]]], view: str) -> str:
+    """Per-second accuracy of the localization heads on ``view``, for the methods that ran them."""
+    lines = ["| method | seeds | " + " | ".join(c for c, _ in LOCALIZATION_COLUMNS) + " | weak − full |",
+             "|---|---:" + "|---" * (len(LOCALIZATION_COLUMNS) + 1) + "|"]
+    for method, results in by_method.items():
+        if "localization" not in results[0]:
+            continue
+        cells = [cell(*mean_std(results, ("localization", key, view))) for _, key in LOCALIZATION_COLUMNS]
+        gaps = [{"gap": value(r, ("localization", "cpsp_weak", view)) - value(r, ("localization", "cpsp_full", view))}
+                for r in results]
+        lines.append(f"| {method} | {len(results)} | " + " | ".join(cells) + f" | {cell(*mean_std(gaps, ('gap',)))} |")
+    return "\n".join(lines)
+
+
 def references(by_method: dict[str, list[dict[str, Any]]], view: str = "challenging") -> str:
     """Chance levels beside the table: v→a recall chance, kNN class prior, loudness AUC, random pairs' label share."""
     any_results = [r for results in by_method.values() for r in results]
@@ -367,6 +439,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup-steps", type=int, default=20)
     parser.add_argument("--negative-exclusion", type=int, default=2, help="same-stream seconds within ±N are not negatives")
     parser.add_argument("--knn-exclusion", type=int, default=60, help="anomaly kNN: own-stream seconds left out")
+    parser.add_argument("--localize-methods", default=",".join(LOCALIZE_METHODS),
+                        help="methods (of --methods) whose embeddings also train the localization heads")
+    parser.add_argument("--cpsp-epochs", type=int, default=CPSPHeadConfig().epochs, help="CPSP head epochs")
     parser.add_argument("--write-results", action="store_true", help="also write the printed summary into its section of bench/RESULTS.md")
     args = parser.parse_args(argv)
     try:
@@ -374,6 +449,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as exc:
         parser.error(str(exc))
     seeds = [int(s) for s in args.seeds.split(",") if s]
+    localize_methods = {m for m in args.localize_methods.split(",") if m}
     args.scores = [s for s in args.scores.split(",") if s]
     if unknown := sorted(set(args.scores) - set(SCORES)):
         parser.error(f"--scores: unknown {unknown}; choose from {', '.join(SCORES)}")
@@ -390,7 +466,8 @@ def main(argv: list[str] | None = None) -> None:
             work = out / method.name.replace("/", "_") / f"seed{seed}"
             work.mkdir(parents=True, exist_ok=True)
             began = time.perf_counter()
-            by_method.setdefault(method.name, []).append(evaluate(method, seed, args, data, work))
+            by_method.setdefault(method.name, []).append(
+                evaluate(method, seed, args, data, work, localize=method.name in localize_methods))
             print(f"{method.name} seed {seed}: done in {time.perf_counter() - began:.0f} s", flush=True)
     counts = event_counts(data["events"])
     budget = (f"Budget: pretraining on {args.train_minutes:g} min of timeline A's train view ({args.size}, crops "
@@ -407,6 +484,12 @@ def main(argv: list[str] | None = None) -> None:
                f"1/classes):\n")
         report(table(by_method, args.scores, view))
         report("\n" + references(by_method, view))
+    if any("localization" in results[0] for results in by_method.values()):
+        for view in reversed(VIEWS):
+            report(f"\nLocalization, {view} view: accuracy per second (the predicted class is present in the second; "
+                   f"background a class of its own), heads trained on A's train view, CPSP on 10-s windows "
+                   f"({args.cpsp_epochs} epochs), weak = the classes present in each window only:\n")
+            report(localization_table(by_method, view))
     report("\nTraining seconds per run: " + ", ".join(f"{m} {s:.0f}" for m, s in train_seconds.items()))
     (out / "results.json").write_text(json.dumps({"budget": budget, "results": by_method}, indent=1))
     (out / "results.md").write_text(report.text + "\n")
