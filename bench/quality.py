@@ -488,7 +488,8 @@ def main(argv: list[str] | None = None) -> None:
         for view in reversed(VIEWS):
             report(f"\nLocalization, {view} view: accuracy per second (the predicted class is present in the second; "
                    f"background a class of its own), heads trained on A's train view, CPSP on 10-s windows "
-                   f"({args.cpsp_epochs} epochs), weak = the classes present in each window only:\n")
+                   f"({args.cpsp_epochs} epochs), weak = the classes present in each window and whether it holds "
+                   f"background:\n")
             report(localization_table(by_method, view))
     report("\nTraining seconds per run: " + ", ".join(f"{m} {s:.0f}" for m, s in train_seconds.items()))
     (out / "results.json").write_text(json.dumps({"budget": budget, "results": by_method}, indent=1))
