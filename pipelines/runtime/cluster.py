@@ -30,6 +30,14 @@ from typing import Any
 
 # Worker environment: one thread per library, the tasks are the parallelism.
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+# A local Ray's raylet settings. The raylet tells the driver's console that "too many" worker processes
+# run once they exceed 4 x min(cores, CPUs) + 2 x max_io_workers: 16 on a 2-core machine with Ray's
+# default of 4, while Ray Train's and Ray Data's own helper actors (controller, synchronisation,
+# placement-group cleaner, preemption watcher, dataset manager, split coordinator, stats and
+# autoscaling actors: about ten) beside the job's workers reach that in a plain 2-worker pretraining.
+# Spill/restore workers start only when objects spill, so a higher cap costs nothing until then and
+# moves the threshold to 24, above what our jobs start; an actor leak still reaches it.
+LOCAL_RAY_SYSTEM_CONFIG = {"max_io_workers": 8}
 # Ray Data's logging configuration for our processes: errors on the console, everything in its log file.
 RAY_DATA_LOGGING = Path(__file__).with_name("ray_data_logging.yaml")
 
@@ -44,7 +52,8 @@ def ensure_ray(address: str | None = None) -> None:
         local = address in (None, "local") and not os.environ.get("RAY_ADDRESS")
         with loopback_only() if local else nullcontext():  # a cluster's job log shows its workers' output
             ray.init(address="local" if local else address, runtime_env={"env_vars": WORKER_ENV},
-                     log_to_driver=not local, logging_level=logging.WARNING)
+                     log_to_driver=not local, logging_level=logging.WARNING,
+                     **({"_system_config": LOCAL_RAY_SYSTEM_CONFIG} if local else {}))
     configure_data_context()
 
 
@@ -56,7 +65,8 @@ def start_local_ray(num_cpus: int, log_to_driver: bool = False, **options: Any) 
 
     with loopback_only():
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": WORKER_ENV},
-                 log_to_driver=log_to_driver, logging_level=logging.WARNING, **options)
+                 log_to_driver=log_to_driver, logging_level=logging.WARNING, _system_config=LOCAL_RAY_SYSTEM_CONFIG,
+                 **options)
     configure_data_context()
 
 

@@ -59,3 +59,37 @@ def test_a_jobs_local_ray_listens_on_loopback_only(tmp_path):
     exposed = sorted(s for s in seen if not is_loopback(s[1]))
     assert not exposed, f"listening beyond 127.0.0.1: {exposed}"
 
+
+
+ACTORS_THEN_EXIT = """
+import sys, time
+sys.path.insert(0, {repo!r})
+import ray
+from pipelines.runtime.cluster import ensure_ray
+ensure_ray()
+
+@ray.remote(num_cpus=0)
+class Idle:
+    def ping(self) -> int:
+        return 1
+
+actors = [Idle.remote() for _ in range({count})]
+ray.get([actor.ping.remote() for actor in actors])
+time.sleep(2)  # the raylet's warning reaches the driver through the GCS, asynchronously
+print("hosted", len(actors))
+"""
+POOL_WARNING = "worker processes have been started on node"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("actors", "warned"), [(18, False), (26, True)])
+def test_a_local_ray_warns_of_a_worker_leak_but_not_of_rays_own_helpers(actors, warned):
+    """18 actors, about what a 2-worker pretraining runs with Ray Train's and Ray Data's helpers, start
+    on a job's local Ray without the raylet's "too many worker processes" line on the console; 26
+    (a leak) still get it."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "disabled"}
+    script = ACTORS_THEN_EXIT.format(repo=str(REPO), count=actors)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"hosted {actors}" in done.stdout
+    assert (POOL_WARNING in done.stdout + done.stderr) is warned, done.stdout + done.stderr
