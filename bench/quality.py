@@ -220,12 +220,17 @@ class Seconds:
     classes: list[str]
 
 
+def seen_flags(labels: LabelTable, stream: str, t: np.ndarray) -> dict[str, np.ndarray]:
+    """Per second ``t`` of ``stream``: whether some event is ``visible`` / ``audible`` in it ([n] bool each)."""
+    frame = labels.frame[labels.frame["stream_id"] == stream]
+    seen = {name: set(frame.loc[frame[name], "t"].astype(int)) for name in ("visible", "audible")}
+    return {name: np.array([int(second) in seen[name] for second in t], dtype=bool) for name in seen}
+
+
 def seconds_of(emb: Embeddings, labels: LabelTable, stream: str) -> Seconds:
     rows = emb.of_streams([stream])
     second = align_labels(labels, rows.stream_id, rows.t)
-    frame = labels.frame[labels.frame["stream_id"] == stream]
-    seen = {name: set(frame.loc[frame[name], "t"].astype(int)) for name in ("visible", "audible")}
-    flags = {name: np.array([int(t) in seen[name] for t in rows.t]) for name in seen}
+    flags = seen_flags(labels, stream, rows.t)
     return Seconds(rows, second.target, second.present, flags["visible"], flags["audible"], second.classes)
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import sys
 import time
@@ -35,8 +34,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
-from PIL import Image  # noqa: E402
-from quality import VIEWS, prepare_data  # noqa: E402
+from quality import VIEWS, prepare_data, seen_flags  # noqa: E402
 from results import Printed, command_line, update_results  # noqa: E402
 
 from epg.config import VisualConfig  # noqa: E402
@@ -46,33 +44,31 @@ from epg.probe import ProbeConfig, train_probe  # noqa: E402
 from pipelines.downstream.labels import LabelTable, align_labels, read_labels  # noqa: E402
 from pipelines.runtime.cluster import start_local_ray  # noqa: E402
 from pipelines.train.config import PRESETS  # noqa: E402
-from pipelines.train.data import inspect_clips  # noqa: E402
+from pipelines.train.data import decode_clips, inspect_clips  # noqa: E402
 
 
-def load_clips(root: Path, frames_per_clip: int) -> dict[str, np.ndarray]:
-    """Every clip with video under ``root``: stream_id [N], t [N], video uint8 [N, 2 crops, 3, F, H, W]."""
-    files = inspect_clips(str(root)).files
-    table = pa.concat_tables([pq.read_table(f, columns=["stream_id", "t", "frames", "has_video"]) for f in files]).to_pydict()
-    keep = [i for i, seen in enumerate(table["has_video"]) if seen]
-    videos = []
-    for i in keep:
-        jpegs = table["frames"][i]
-        crops = [np.stack([np.asarray(Image.open(io.BytesIO(j)).convert("RGB")) for j in
-                           jpegs[c * frames_per_clip:(c + 1) * frames_per_clip]]) for c in (0, 1)]
-        videos.append(np.stack(crops).transpose(0, 4, 1, 2, 3))  # [2, F, H, W, 3] -> [2, 3, F, H, W]
-    return {"stream_id": np.asarray(table["stream_id"], dtype=str)[keep],
-            "t": np.asarray(table["t"], dtype=np.int64)[keep], "video": np.stack(videos)}
+def load_clips(root: Path) -> dict[str, np.ndarray]:
+    """Every clip with video under ``root``: stream_id [N], t [N], video uint8 [N, 2 crops, 3, F, H, W]
+    (decoded by the training pipeline's ``decode_clips``)."""
+    info = inspect_clips(str(root))
+    table = pa.concat_tables([pq.read_table(f, columns=["stream_id", "t", "frames", "logmel"],
+                                            filters=[("has_video", "=", True)]) for f in info.files])
+    decoded = decode_clips(table.to_pydict(), stream_index=info.stream_index(), frames_per_clip=info.frames_per_clip,
+                           n_mels=info.n_mels, logmel_frames=info.logmel_frames)
+    video = decoded["video"]
+    return {"stream_id": np.asarray(table["stream_id"].to_pylist(), dtype=str),
+            "t": np.asarray(table["t"].to_pylist(), dtype=np.int64),
+            "video": video.reshape(-1, 2, *video.shape[1:])}  # a clip's two crops are adjacent rows
 
 
 def labelled(labels: LabelTable, clips: dict[str, np.ndarray], stream: str) -> dict[str, np.ndarray]:
     """One stream's background and visible-event seconds: video, and ``event`` 0/1."""
-    rows = clips["stream_id"] == stream
-    second = align_labels(labels, clips["stream_id"][rows], clips["t"][rows])
-    frame = labels.frame[(labels.frame["stream_id"] == stream) & labels.frame["visible"]]
-    visible = np.isin(clips["t"][rows], frame["t"].to_numpy())
-    event = second.target != 0
+    rows = np.flatnonzero(clips["stream_id"] == stream)
+    t = clips["t"][rows]
+    event = align_labels(labels, clips["stream_id"][rows], t).target != 0
+    visible = seen_flags(labels, stream, t)["visible"]
     keep = ~event | visible
-    return {"video": clips["video"][rows][keep], "event": (event & visible)[keep].astype(np.int64)}
+    return {"video": clips["video"][rows[keep]], "event": (event & visible)[keep].astype(np.int64)}
 
 
 class Supervised(nn.Module):
@@ -179,9 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     for crop in [int(c) for c in args.crops.split(",") if c]:
         data = prepare_data(argparse.Namespace(**{**vars(args), "crop": crop}))
         labels = read_labels(str(data["labels"]))
-        frames = PRESETS[presets[0]](crop).visual.frames
-        train = labelled(labels, load_clips(data["A"], frames), "train")
-        clips_b = load_clips(data["B"], frames)
+        train = labelled(labels, load_clips(data["A"]), "train")
+        clips_b = load_clips(data["B"])
         tests = {view: labelled(labels, clips_b, view) for view in VIEWS}
         del clips_b
         shares = (f"\nTraining clips (timeline A's train view): {len(train['event'])}, {train['event'].mean():.0%} "

@@ -38,12 +38,17 @@ def is_loopback(address: str) -> bool:
     return (mapped or ip).is_loopback
 
 
+def local_job_env() -> dict[str, str]:
+    """This process's environment for a job that must start its own local Ray."""
+    return {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "disabled"}
+
+
 @pytest.mark.slow
 def test_a_jobs_local_ray_listens_on_loopback_only(tmp_path):
     """Run ``jobs/ingest.py`` without an address and list its process tree's sockets while it runs:
     GCS, raylet, workers and agents all listen, and every one of them on 127.0.0.1."""
     videos = [write_pattern(tmp_path / f"cam{k}.mp4", Pattern(seconds=20)) for k in range(3)]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "disabled"}
+    env = local_job_env()
     cmd = [sys.executable, str(REPO / "jobs" / "ingest.py"), "--quiet", "--crop-size", "32",
            "--output", str(tmp_path / "clips"), "--input", *map(str, videos)]
     job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -58,7 +63,6 @@ def test_a_jobs_local_ray_listens_on_loopback_only(tmp_path):
     assert {"gcs_server", "raylet"} <= names, f"the job's Ray was not seen listening: {sorted(seen)}"
     exposed = sorted(s for s in seen if not is_loopback(s[1]))
     assert not exposed, f"listening beyond 127.0.0.1: {exposed}"
-
 
 
 ACTORS_THEN_EXIT = """
@@ -87,7 +91,7 @@ def test_a_local_ray_warns_of_a_worker_leak_but_not_of_rays_own_helpers(actors, 
     """18 actors, about what a 2-worker pretraining runs with Ray Train's and Ray Data's helpers, start
     on a job's local Ray without the raylet's "too many worker processes" line on the console; 26
     (a leak) still get it."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "disabled"}
+    env = local_job_env()
     script = ACTORS_THEN_EXIT.format(repo=str(REPO), count=actors)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
