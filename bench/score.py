@@ -1,7 +1,7 @@
-"""Scale figures of scoring and search (issue 5), each against an anchor measured in the same run.
+"""Scoring throughput (issue 5), against an anchor measured in the same run.
 
-    python bench/score.py                        # presets small and x3d_m, 5 min of footage, search 1 and 30 days
-    python bench/score.py --presets small --minutes 2 --no-month
+    python bench/score.py                        # presets small and x3d_m, 5 min of footage
+    python bench/score.py --presets small --minutes 2
 
 Scoring throughput (clips/s) of ``run_embed`` on this machine:
 - from clips Parquet (JPEG decode + model), and from raw video (fused decode -> clips in
@@ -10,30 +10,23 @@ Scoring throughput (clips/s) of ``run_embed`` on this machine:
   same batch size, one process) -- the pipeline's cost over pure compute is the ratio.
 Encoders are randomly initialised (speed does not depend on the weights).
 GPU rows (one GPU per actor) need a GPU; without one they print "not measured".
-
-Search latency over one day (86,400 clips) and 30 days (2.592 M clips) of d = 512
-embeddings (random, float32; 30 days take ~11 GB of memory): building the index, then
-the median of 20 queries in mode ``both`` with exclusion and suppression;
-anchor: one matrix-vector product over the same visual matrix (the memory-bandwidth floor).
+Search latency and recall live in ``bench/search.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 import ray  # noqa: E402
 import torch  # noqa: E402
 from results import Printed, command_line, update_results  # noqa: E402
 
-from epg.search import SearchIndex  # noqa: E402
 from pipelines.ingest.clips_dataset import read_stream  # noqa: E402
 from pipelines.ingest.config import IngestConfig  # noqa: E402
 from pipelines.ingest.job import run_ingest  # noqa: E402
@@ -103,36 +96,12 @@ def scoring(cache: Path, presets: list[str], minutes: float, batch: int) -> list
     return rows
 
 
-def search_latency(rows: int, dim: int, queries: int = 20, streams: int = 30) -> dict:
-    rng = np.random.default_rng(0)
-    v = rng.standard_normal((rows, dim), dtype=np.float32)
-    a = rng.standard_normal((rows, dim), dtype=np.float32)
-    per_stream = -(-rows // streams)
-    stream_id = np.array([f"cam{i // per_stream:02d}" for i in range(0, rows, per_stream)], dtype=object).repeat(per_stream)[:rows]
-    t = np.tile(np.arange(per_stream), streams)[:rows]
-    began = time.perf_counter()
-    index = SearchIndex(stream_id, t, v, a)
-    build = time.perf_counter() - began
-    times, anchor = [], []
-    for q in rng.integers(0, rows, queries):
-        began = time.perf_counter()
-        index.search(v[q], a[q], "both", k=5, exclude=(str(stream_id[q]), int(t[q])))
-        times.append(time.perf_counter() - began)
-        began = time.perf_counter()
-        _ = v @ v[q]
-        anchor.append(time.perf_counter() - began)
-    del index, v, a
-    return {"rows": rows, "build_s": build, "query_s": statistics.median(times), "anchor_s": statistics.median(anchor)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", type=Path, default=Path("out/bench"))
     parser.add_argument("--presets", default="small,x3d_m")
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--batch-size", type=int, default=32, help="clips per model call")
-    parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--no-month", action="store_true", help="skip the 30-day search figure (needs ~11 GB)")
     parser.add_argument("--write-results", action="store_true", help="also write the printed summary into its section of bench/RESULTS.md")
     args = parser.parse_args()
 
@@ -140,9 +109,6 @@ def main() -> None:
     start_local_ray(num_cpus=2)
     scored = scoring(args.cache, [p for p in args.presets.split(",") if p], args.minutes, args.batch_size)
     ray.shutdown()
-    searches = [search_latency(86_400, args.dim)]
-    if not args.no_month:
-        searches.append(search_latency(30 * 86_400, args.dim))
 
     report = Printed()
     report(f"\nscoring throughput, clips/s (2 CPU cores, 1 CPU model actor + decode tasks, batch {args.batch_size}, {args.minutes:g} min of 320x180 footage)")
@@ -152,13 +118,8 @@ def main() -> None:
                f" {r['video']:11.1f} {r['video'] / r['anchor']:6.2f}")
     gpu = "not measured (no GPU on this machine)" if not torch.cuda.is_available() else "run with --gpus-per-actor 1 on the cluster"
     report(f"GPU (x3d_m 160 px, one GPU per actor): {gpu}")
-    report(f"\nsearch latency, d = {args.dim}, mode both, k 5, exclusion + suppression 60 s (median of 20 queries)")
-    report(f"{'clips':>10} {'index build s':>14} {'query ms':>9} {'matvec ms':>10} {'x':>6}")
-    for s in searches:
-        report(f"{s['rows']:>10} {s['build_s']:14.2f} {1000 * s['query_s']:9.1f} {1000 * s['anchor_s']:10.1f}"
-               f" {s['query_s'] / s['anchor_s']:6.1f}")
     if args.write_results:
-        update_results("Scoring throughput and search latency", report.text, command_line(__file__, sys.argv[1:]))
+        update_results("Scoring throughput", report.text, command_line(__file__, sys.argv[1:]))
 
 
 if __name__ == "__main__":

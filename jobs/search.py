@@ -3,10 +3,13 @@
 Local:    python jobs/search.py --embeddings data/emb --query train:3600 --output reports/search
           [--mode both|audio|visual] [--k 5] [--exclusion 60] [--suppression 60] [--clips data/clips]
           [--labels data/synth/labels.parquet] [--start-time [STREAM=]ISO8601]
+          [--index auto|exact|approximate] [--approximate-from 250000] [--nprobe 32] [--index-cache DIR]
           python jobs/search.py --embeddings data/emb --video query.mp4 --checkpoint runs/epg1/checkpoint_step500 ...
 Cluster:  ray job submit --working-dir . -- python jobs/search.py --embeddings s3://bucket/emb ...
 --query is STREAM:SECONDS or STREAM:HH:MM:SS. Writes results.parquet/.json, contact_sheet.png/.html,
-summary.json and config.json (see pipelines/downstream/search_job.py).
+summary.json and config.json (see pipelines/downstream/search_job.py). With --index auto, an index of
+--approximate-from clips or more is searched through an approximate (faiss IVF) index, which --index-cache
+keeps for the next search; the console and summary.json say which index answered.
 Exit code 0 when done, 2 for bad arguments or input.
 """
 
@@ -19,7 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout / ray working dir
 
 from epg.search import MODES  # noqa: E402
+from epg.search_ann import ApproximateConfig  # noqa: E402
 from pipelines.downstream.clock import parse_start_time_args  # noqa: E402
+from pipelines.downstream.search_index import INDEX_KINDS  # noqa: E402
 from pipelines.downstream.search_job import SearchJobConfig, format_summary, run_search  # noqa: E402
 from pipelines.runtime.cli import add_output_option  # noqa: E402
 
@@ -41,6 +46,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--labels", default=None, help="labels table (Parquet/CSV): label of each hit and precision@k")
     p.add_argument("--start-time", action="append", default=[], metavar="[STREAM=]ISO8601",
                    help="recording start, for wall-clock times (once for all streams, or per stream)")
+    p.add_argument("--index", choices=INDEX_KINDS, default=d("index"),
+                   help="exact (every clip per query), approximate (faiss IVF candidates, ranked by D), or auto (by size)")
+    p.add_argument("--approximate-from", type=int, default=d("approximate_from"),
+                   help="with --index auto: clips from which the approximate index is used")
+    p.add_argument("--nprobe", type=int, default=ApproximateConfig.default_of("nprobe"),
+                   help="approximate index: inverted lists scanned per query (more: slower, closer to exact)")
+    p.add_argument("--index-cache", default=None,
+                   help="directory (path or URI) keeping built approximate indexes for later searches of the same embeddings")
     add_output_option(p, "output directory (path or URI)")
     return p.parse_args(argv)
 
@@ -52,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
             embeddings=args.embeddings, output=args.output, query=args.query, video=args.video,
             checkpoint=args.checkpoint, mode=args.mode, k=args.k, exclusion=args.exclusion,
             suppression=args.suppression, clips=args.clips, labels=args.labels,
-            start_times=parse_start_time_args(args.start_time),
+            start_times=parse_start_time_args(args.start_time), index=args.index,
+            approximate_from=args.approximate_from, approximate=ApproximateConfig(nprobe=args.nprobe),
+            index_cache=args.index_cache,
         )
         result = run_search(config)
     except (ValueError, FileNotFoundError) as exc:  # DownstreamError, EmbeddingsError, LabelsError are ValueErrors

@@ -10,7 +10,8 @@ Output directory:
                             t, distance, time, and with labels: label, relevant]}
     contact_sheet.png       query + hits: first frame, log-mel spectrogram, caption
     contact_sheet.html      the same, self-contained (images inlined as base64), with the table
-    summary.json            query, mode, counts, timings; with labels: precision@k of the hits
+    summary.json            query, mode, counts, the index that answered (exact or approximate, why, its
+                            settings), timings; with labels: precision@k of the hits
 
 Decisions (where the design is silent):
 - ``query`` is ``STREAM:T`` with T in seconds (``cam1:3600``) or HH:MM:SS from the
@@ -23,6 +24,9 @@ Decisions (where the design is silent):
   counts as a class). ``relevant`` is null for video queries and without labels.
 - Thumbnails and spectrograms need ``clips`` (the clips dataset); without it the
   sheet shows the text only.
+- The index: exact below ``approximate_from`` clips, approximate from there on
+  (``index = auto``; ``pipelines.downstream.search_index``); the hits of both are ranked
+  by the same D and walked by the same exclusion and suppression rules.
 """
 
 from __future__ import annotations
@@ -36,13 +40,15 @@ import pyarrow as pa
 
 from epg.configs import Config
 from epg.metrics import precision_at_k
-from epg.search import MODES, Hit, Mode, SearchIndex
+from epg.search import MODES, Hit, Mode
+from epg.search_ann import ApproximateConfig
 from pipelines.downstream import DownstreamError
 from pipelines.downstream.clock import Clock, check_start_times
 from pipelines.downstream.labels import align_labels, read_labels
 from pipelines.downstream.outputs import CONFIG_FILE, OutputDir
 from pipelines.downstream.plots import SheetCard, contact_sheet_html, contact_sheet_png
 from pipelines.downstream.previews import clips_root_exists, load_previews
+from pipelines.downstream.search_index import INDEX_KINDS, IndexChoice, open_index
 from pipelines.score.embeddings import Embeddings, read_embeddings
 
 _HHMMSS_QUERY = re.compile(r"^(?P<stream>.+?):(?P<h>\d+):(?P<m>[0-5]\d):(?P<s>[0-5]\d)$")
@@ -76,10 +82,18 @@ class SearchJobConfig(Config):
     clips: str | None = None
     labels: str | None = None
     start_times: dict[str, str] = field(default_factory=dict)
+    index: str = "auto"  # auto (approximate from approximate_from clips on) | exact | approximate
+    approximate_from: int = 250_000
+    approximate: ApproximateConfig = field(default_factory=ApproximateConfig)
+    index_cache: str | None = None  # directory that keeps built approximate indexes for the next search
 
     def __post_init__(self) -> None:
         if not self.embeddings:
             raise ValueError("SearchJobConfig.embeddings must name the embeddings directory")
+        if self.index not in INDEX_KINDS:
+            raise ValueError(f"SearchJobConfig.index must be one of {INDEX_KINDS}, got {self.index!r}")
+        if self.approximate_from <= 0:
+            raise ValueError(f"SearchJobConfig.approximate_from must be > 0 clips, got {self.approximate_from}")
         if not self.output:
             raise ValueError("SearchJobConfig.output must name an output directory")
         if (self.query is None) == (self.video is None):
@@ -120,10 +134,7 @@ class SearchResult:
     rows: list[dict]  # the rows of results.json
     summary: dict
     files: list[str]
-
-
-def build_index(emb: Embeddings) -> SearchIndex:
-    return SearchIndex(emb.stream_id, emb.t, emb.v, emb.a, emb.lam)
+    index: IndexChoice
 
 
 def _video_query(config: SearchJobConfig) -> tuple[np.ndarray, np.ndarray, str]:
@@ -149,9 +160,8 @@ def run_search(config: SearchJobConfig) -> SearchResult:
     labels_table = read_labels(config.labels) if config.labels else None
     clock = Clock(config.start_times)
 
-    started = time.perf_counter()
-    index = build_index(emb)
-    index_seconds = time.perf_counter() - started
+    index, index_choice = open_index(emb, config.mode, config.index, config.approximate_from, config.approximate,
+                                     config.index_cache)
     exclude, query_row, query_model = None, None, emb.model
     if config.query is not None:
         stream, t = parse_query(config.query)
@@ -227,14 +237,17 @@ def run_search(config: SearchJobConfig) -> SearchResult:
     summary = {
         "query": query, "mode": config.mode, "k": config.k, "n_results": len(hits), "exclusion": config.exclusion,
         "suppression": config.suppression, "n_indexed": len(index), "streams": emb.streams, "model": emb.model,
-        "query_model": query_model, "lam": emb.lam, "index_seconds": index_seconds, "query_seconds": query_seconds,
+        "query_model": query_model, "lam": emb.lam, "index": {"kind": index_choice.kind, "reason": index_choice.reason,
+        "cache": index_choice.cache, **index_choice.details}, "index_seconds": index_choice.build_seconds,
+        "query_seconds": query_seconds,
         "clips": config.clips, "n_previews": len(previews),
     }
     if labels is not None:
         summary["labels"] = config.labels
         summary["precision_at_k"] = precision_at_k([bool(r["relevant"]) for r in rows], config.k) if len(judged) == len(rows) and judged else None
     out.write_json("summary.json", summary)
-    return SearchResult(output=config.output, query=query, hits=hits, rows=rows, summary=summary, files=list(out.written))
+    return SearchResult(output=config.output, query=query, hits=hits, rows=rows, summary=summary, files=list(out.written),
+                        index=index_choice)
 
 
 def _hit_lines(row: dict) -> tuple[str, ...]:
@@ -264,7 +277,7 @@ def format_summary(result: SearchResult) -> str:
     q = result.query
     what = f"{q.stream_id} at {q.time}" + (f" ({q.label})" if q.label else "") if q.kind == "clip" else f"video {q.video}"
     lines = [f"search: {what}; {result.summary['mode']} mode; {result.summary['n_indexed']} clips, "
-             f"query answered in {1000 * result.summary['query_seconds']:.1f} ms"]
+             f"query answered in {1000 * result.summary['query_seconds']:.1f} ms", f"  {result.index.describe()}"]
     if result.summary["query_model"] != result.summary["model"]:
         lines.append(f"  warning: the query was embedded with {result.summary['query_model']!r}, "
                      f"the index with {result.summary['model']!r}")

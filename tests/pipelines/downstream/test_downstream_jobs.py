@@ -217,6 +217,38 @@ def test_search_modes_use_their_modality(scene, tmp_path):
     assert "forklift" not in labels["audio"]
 
 
+def test_search_picks_the_approximate_index_by_size_and_caches_it(scene, tmp_path, capsys):
+    """The approximate index answers as the exact one here; a cached index is loaded, a damaged one rebuilt."""
+    built, _, _ = scene
+    base = ["--embeddings", str(built.embeddings), "--query", "train:100", "--k", "4", "--labels", str(built.labels)]
+
+    def search(name: str, *extra: str) -> tuple[dict, list]:
+        assert search_cli.main(base + ["--output", str(tmp_path / name), *extra]) == 0
+        return read_json(tmp_path / name / "summary.json"), read_json(tmp_path / name / "results.json")["results"]
+
+    exact_summary, exact_hits = search("exact")
+    assert exact_summary["index"]["kind"] == "exact" and "< approximate_from 250,000" in exact_summary["index"]["reason"]
+    assert "exact index" in capsys.readouterr().out
+    cache = tmp_path / "cache"
+    summary, hits = search("auto", "--approximate-from", "1000", "--index-cache", str(cache))
+    assert summary["index"]["kind"] == "approximate" and summary["index"]["cache"] == "written"
+    assert summary["index"]["nlist"] == 27 and summary["index"]["nprobe"] == 27  # 1,080 rows: 39 per list
+    assert "approximate index IVF27 (nprobe 27" in capsys.readouterr().out
+    assert hits == exact_hits
+    cached = list(cache.glob("*-both.faiss"))
+    assert len(cached) == 1 and not list(cache.glob(".tmp-*"))
+    summary, hits = search("again", "--index", "approximate", "--index-cache", str(cache))
+    assert summary["index"]["cache"] == "hit" and hits == exact_hits
+    assert "loaded from the cache" in capsys.readouterr().out
+    cached[0].write_bytes(b"not an index")
+    summary, hits = search("damaged", "--index", "approximate", "--index-cache", str(cache))
+    assert summary["index"]["cache"] == "written" and hits == exact_hits
+    assert len(cached[0].read_bytes()) > 1000
+    summary, _ = search("visual", "--index", "approximate", "--index-cache", str(cache), "--mode", "visual")
+    assert summary["index"]["cache"] == "written" and len(list(cache.glob("*.faiss"))) == 2  # one index per mode
+    assert SearchJobConfig.from_dict(read_json(tmp_path / "visual" / "config.json")).approximate.nprobe == 32
+
+
 def test_search_bad_input_exits_2_naming_it(scene, tmp_path, capsys):
     built, _, _ = scene
     base = ["--embeddings", str(built.embeddings), "--output", str(tmp_path / "out")]
