@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout / ray working dir
 
-from pipelines.ingest.config import FRAME_BACKENDS  # noqa: E402
+from pipelines.ingest.config import FRAME_BACKENDS, FRAME_SKIP_MODES  # noqa: E402
 from pipelines.media.sources import InputError  # noqa: E402
 from pipelines.runtime.cli import add_output_option, add_ray_options  # noqa: E402
 from pipelines.score.config import EmbedConfig, EmbedError  # noqa: E402
@@ -42,6 +42,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--window-seconds", type=int, default=d("window_seconds"), help="videos: seconds per decode task")
     p.add_argument("--frame-backend", choices=FRAME_BACKENDS, default=d("frame_backend"), help="videos")
     p.add_argument("--jpeg-quality", type=int, default=d("jpeg_quality"), help="videos: as the clips were ingested")
+    p.add_argument("--frame-skip", choices=FRAME_SKIP_MODES, default=d("frame_skip"),
+                   help="videos: frames the decoder may leave out (none, nonref, nonkey; as jobs/ingest.py)")
+    p.add_argument("--frame-skip-tolerance", type=float, default=d("frame_skip_tolerance"),
+                   help="videos: source frames a target's frame may be shown before it (as jobs/ingest.py)")
     add_ray_options(p)
     return p.parse_args(argv)
 
@@ -52,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = EmbedConfig(
             batch_size=args.batch_size, actors=args.actors, cpus_per_actor=args.cpus_per_actor,
             gpus_per_actor=args.gpus_per_actor, rows_per_file=args.rows_per_file, window_seconds=args.window_seconds,
-            frame_backend=args.frame_backend, jpeg_quality=args.jpeg_quality,
+            frame_backend=args.frame_backend, jpeg_quality=args.jpeg_quality, frame_skip=args.frame_skip,
+            frame_skip_tolerance=args.frame_skip_tolerance,
         )
         summary = run_embed(args.checkpoint, args.output, clips=args.clips, videos=args.videos, settings=settings,
                             overwrite=args.overwrite, show_progress=not args.quiet, ray_address=args.address)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout / ray working dir
 
-from pipelines.ingest.config import FRAME_BACKENDS, IngestConfig  # noqa: E402
+from pipelines.ingest.config import FRAME_BACKENDS, FRAME_SKIP_MODES, IngestConfig  # noqa: E402
 from pipelines.ingest.job import run_ingest  # noqa: E402
 from pipelines.media.sources import InputError  # noqa: E402
 from pipelines.runtime.cli import add_output_option, add_ray_options  # noqa: E402
@@ -34,6 +34,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--shard-rows", type=int, default=d("shard_rows"))
     parser.add_argument("--jpeg-quality", type=int, default=d("jpeg_quality"))
     parser.add_argument("--decode-threads", type=int, default=d("decode_threads"))
+    parser.add_argument("--frame-skip", choices=FRAME_SKIP_MODES, default=d("frame_skip"),
+                        help="frames the decoder may leave out: none (exact), nonref (frames no other frame refers "
+                             "to, most B-frames), nonkey (keyframes only); pyav backend")
+    parser.add_argument("--frame-skip-tolerance", type=float, default=d("frame_skip_tolerance"),
+                        help="with --frame-skip: source frames a target's frame may be shown before it; a window "
+                             "beyond it is decoded again in full")
     add_ray_options(parser)
     return parser.parse_args(argv)
 
@@ -49,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
             frame_backend=args.frame_backend,
             fallback_backend=not args.no_fallback,
             decode_threads=args.decode_threads,
+            frame_skip=args.frame_skip,
+            frame_skip_tolerance=args.frame_skip_tolerance,
         )
     except ValueError as exc:
         print(f"ingest: error: {exc}", file=sys.stderr)

@@ -15,6 +15,7 @@ from epg.configs import Config
 from epg.features import LogMelConfig
 
 FRAME_BACKENDS = ("decord", "pyav")
+FRAME_SKIP_MODES = ("none", "nonref", "nonkey")  # the keys of pipelines.media.frames.FRAME_SKIPS
 
 # Fields that do not change the output bytes and so stay out of the hash.
 _NOT_HASHED = frozenset({"window_seconds", "decode_threads", "fallback_backend", "num_cpus_per_task"})
@@ -35,6 +36,12 @@ class IngestConfig(Config):
     decode_threads: int = 1  # codec threads per task (tasks already run in parallel)
     num_cpus_per_task: float = 1.0
     max_frame_age: float = 1.0  # older last frame than this => has_video false
+    # Frames the decoder may leave out (pipelines.media.frames.FRAME_SKIPS): none (exact), nonref, nonkey.
+    frame_skip: str = "none"
+    # With a skip: a window where any target takes a frame shown more than this many source frames
+    # before it is decoded again in full, so every frame is within the tolerance of its target
+    # (1: the exact frame or the one before it).
+    frame_skip_tolerance: float = 1.0
     compression: str = "zstd"
     logmel: LogMelConfig = field(default_factory=LogMelConfig)
 
@@ -52,6 +59,10 @@ class IngestConfig(Config):
                 f"IngestConfig.frames_per_clip / clip_fps must fit in one second, got "
                 f"{self.frames_per_clip} / {self.clip_fps}"
             )
+        if self.frame_skip not in FRAME_SKIP_MODES:
+            raise ValueError(f"IngestConfig.frame_skip must be one of {FRAME_SKIP_MODES}, got {self.frame_skip!r}")
+        if self.frame_skip_tolerance < 1:  # the exact decode's own frames are shown up to one frame before their targets
+            raise ValueError(f"IngestConfig.frame_skip_tolerance must be >= 1 source frame, got {self.frame_skip_tolerance}")
         if self.max_frame_age <= 0:
             raise ValueError(f"IngestConfig.max_frame_age must be > 0, got {self.max_frame_age}")
         if not isinstance(self.logmel, LogMelConfig):

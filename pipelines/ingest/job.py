@@ -60,6 +60,9 @@ class IngestSummary(StreamJobSummary):
     streams: list[StreamOutcome]
     input_errors: list[str]
     wall_seconds: float
+    frame_skip: str = "none"
+    max_frame_offset: float | None = None  # over the streams decoded in this run (s)
+    windows_decoded_in_full: int = 0
 
     @property
     def clips(self) -> int:
@@ -75,6 +78,9 @@ class IngestSummary(StreamJobSummary):
             f"  clips written: {self.clips} ({footage / 3600:.2f} h of footage)",
             f"  wall time: {self.wall_seconds:.1f} s, throughput: {rate:.1f} s of footage per s",
         ]
+        if self.frame_skip != "none" and self.max_frame_offset is not None:
+            lines.append(f"  frame skip {self.frame_skip}: every frame shown at most {1000 * self.max_frame_offset:.0f} ms "
+                         f"before its target; {self.windows_decoded_in_full} window(s) decoded again in full")
         return "\n".join(lines + self.failure_lines())
 
 
@@ -185,7 +191,7 @@ def run_ingest(
             continue
         info = VideoInfo.from_dict(json.loads(row["info_json"]))
         manifest.info, manifest.source_key = info.to_dict(), source_keys[source.stream_id]
-        backend, why = stream_backend(config.frame_backend, info, source.local_path)
+        backend, why = stream_backend(config.frame_backend, info, source.local_path, config.frame_skip)
         manifest.frame_backend, manifest.warnings = backend, [why] if why else []
         manifest.save(store)
         manifests[source.stream_id], infos[source.stream_id] = manifest, info
@@ -221,6 +227,8 @@ def run_ingest(
         by_stream[result["stream_id"]].append(WindowResult(**result))
 
     compactions: list[dict] = []
+    frame_offsets: list[float | None] = []
+    decoded_in_full = 0
     for stream_id, manifest in manifests.items():
         info = infos[stream_id]
         errors, warnings = _check_windows(manifest.source, info, tasks, by_stream[stream_id], staged[stream_id], store)
@@ -229,6 +237,11 @@ def run_ingest(
         for result in by_stream[stream_id]:
             manifest.seconds_without_audio += result.seconds_without_audio
             manifest.seconds_without_video += result.seconds_without_video
+            manifest.windows_decoded_in_full += int(result.redecoded_in_full)
+            if not math.isnan(result.max_frame_offset):
+                manifest.max_frame_offset = max(manifest.max_frame_offset or 0.0, result.max_frame_offset)
+        frame_offsets.append(manifest.max_frame_offset)
+        decoded_in_full += manifest.windows_decoded_in_full
         if errors:
             fail(manifest, errors)
             store.delete_dir(staging_root(store, stream_id))
@@ -268,7 +281,9 @@ def run_ingest(
 
     remove_empty_staging(store)
     ordered = [outcomes[k] for k in sorted(outcomes)]
-    return IngestSummary(output, config_hash, ordered, input_errors, time.perf_counter() - began)
+    offsets = [x for x in frame_offsets if x is not None]
+    return IngestSummary(output, config_hash, ordered, input_errors, time.perf_counter() - began, config.frame_skip,
+                         max(offsets) if offsets else None, decoded_in_full)
 
 
 def _check_windows(

@@ -19,7 +19,7 @@ import pyarrow.fs as pafs
 from pipelines.ingest.clip_table import clips_schema, frame_targets, window_table
 from pipelines.ingest.config import FRAME_BACKENDS, IngestConfig
 from pipelines.media.audio import WindowAudio, read_audio
-from pipelines.media.frames import select_frames
+from pipelines.media.frames import TIME_EPS, FrameSelection, select_frames
 from pipelines.media.info import VideoInfo
 from pipelines.media.sources import VideoSource, filesystem_from_uri
 from pipelines.media.storage import OutputStore
@@ -53,10 +53,12 @@ class WindowResult:
     media_end: float = float("nan")  # last moment with decoded audio or video
     seconds_without_audio: int = 0
     seconds_without_video: int = 0
+    max_frame_offset: float = float("nan")  # the longest a target's frame was shown before it (s; nan: no frame)
+    redecoded_in_full: bool = False  # the skipping decode picked a frame beyond the tolerance: decoded again
     wall_seconds: float = 0.0
 
 
-def _frames_with_fallback(task: WindowTask, info: VideoInfo, config: IngestConfig, targets: np.ndarray):
+def _frames_with_fallback(task: WindowTask, info: VideoInfo, config: IngestConfig, targets: np.ndarray, skip: str):
     source = VideoSource(uri=task.uri, stream_id=task.stream_id)
     first = task.backend or config.frame_backend
     order = [first]
@@ -66,12 +68,30 @@ def _frames_with_fallback(task: WindowTask, info: VideoInfo, config: IngestConfi
     for backend in order:
         try:
             selection = select_frames(
-                backend, task.uri, source.local_path, info, targets, config.crop_size, config.decode_threads
+                backend, task.uri, source.local_path, info, targets, config.crop_size, config.decode_threads, skip
             )
             return selection, backend, "; ".join(problems)
         except Exception as exc:  # any backend failure hands the window on
             problems.append(f"{backend} failed: {type(exc).__name__}: {exc}")
     raise RuntimeError("; ".join(problems))
+
+
+def frame_offsets(targets: np.ndarray, selection: FrameSelection) -> np.ndarray:
+    """How long before each target its frame was shown (s; nan where the target has no frame)."""
+    return targets - selection.shown_at
+
+
+def _frames(task: WindowTask, info: VideoInfo, config: IngestConfig, targets: np.ndarray):
+    """The window's frames: with a frame skip, kept only when every frame is within the tolerance of its target."""
+    selection, backend, fallback = _frames_with_fallback(task, info, config, targets, config.frame_skip)
+    if config.frame_skip == "none":
+        return selection, backend, fallback, False
+    offsets = frame_offsets(targets, selection)
+    bound = config.frame_skip_tolerance / info.fps + TIME_EPS if info.fps > 0 else 0.0
+    if not np.any(offsets[np.isfinite(offsets)] > bound):
+        return selection, backend, fallback, False
+    selection, backend, fallback = _frames_with_fallback(task, info, config, targets, "none")
+    return selection, backend, fallback, True
 
 
 def window_clips(task: WindowTask, config: IngestConfig) -> tuple[pa.Table | None, WindowResult]:
@@ -84,7 +104,9 @@ def window_clips(task: WindowTask, config: IngestConfig) -> tuple[pa.Table | Non
     table = None
     try:
         targets = frame_targets(task.start, task.seconds, config)
-        selection, result.backend, result.fallback = _frames_with_fallback(task, info, config, targets)
+        selection, result.backend, result.fallback, result.redecoded_in_full = _frames(task, info, config, targets)
+        offsets = frame_offsets(targets, selection)
+        result.max_frame_offset = float(np.nanmax(offsets)) if np.isfinite(offsets).any() else float("nan")
         try:
             audio = read_audio(task.uri, info, task.start, task.seconds, config.logmel.sample_rate)
         except Exception as exc:

@@ -26,6 +26,12 @@ SCALE_INTERPOLATION = "AREA"
 # Timestamps are compared with this slack so a frame stamped 2.2000001 s
 # still counts as shown at 2.2 s (well below any real frame interval).
 TIME_EPS = 1e-3
+# Frames the decoder may leave out (libavcodec's skip_frame, PyAV backend only):
+# "none" decodes every frame (exact); "nonref" skips frames no other frame refers
+# to (most B-frames: no decoding work is lost, the rest still decode correctly);
+# "nonkey" decodes keyframes only (very low target rates). A skipped frame is
+# never shown: the target takes the last decoded frame before it.
+FRAME_SKIPS = {"none": "DEFAULT", "nonref": "NONREF", "nonkey": "NONKEY"}
 
 
 @dataclass
@@ -40,6 +46,7 @@ class FrameSelection:
     frame_index: np.ndarray  # int [n_targets]
     shown_at: np.ndarray  # float [n_targets], nan where no frame
     last_time: float  # time of the last frame decoded in range (nan: none)
+    decoded: int = 0  # frames the decoder returned for the window (PyAV: fewer with a frame skip)
 
 
 def scaled_size(width: int, height: int, crop: int) -> tuple[int, int]:
@@ -64,9 +71,10 @@ def _assign(targets: np.ndarray, frame_times: np.ndarray, max_lead: float) -> np
 
 
 def select_frames_pyav(
-    uri: str, info: VideoInfo, targets: np.ndarray, crop: int, threads: int = 1, max_lead: float = 1.0
+    uri: str, info: VideoInfo, targets: np.ndarray, crop: int, threads: int = 1, max_lead: float = 1.0,
+    skip: str = "none",
 ) -> FrameSelection:
-    """Decode the window with PyAV; convert only the frames that are selected.
+    """Decode the window with PyAV (leaving out the frames ``skip`` names); convert only the frames selected.
 
     A seek lands on a keyframe at or before the asked time; if a container
     seeks imprecisely (first frame after the first target), the seek is
@@ -77,16 +85,20 @@ def select_frames_pyav(
         seek_to = None if margin is None else first - margin
         if seek_to is not None and seek_to <= info.video_start:
             seek_to = None
-        frame_times, kept = _decode_range(uri, info, targets, crop, threads, seek_to)
+        frame_times, kept = _decode_range(uri, info, targets, crop, threads, seek_to, skip)
         if seek_to is None or (frame_times.size and frame_times[0] <= first + TIME_EPS):
             break
     idx = _assign(targets, frame_times, max_lead)
-    return _selection(idx, frame_times, kept, targets)
+    selection = _selection(idx, frame_times, kept, targets)
+    selection.decoded = int(frame_times.size)
+    return selection
 
 
 def _decode_range(
-    uri: str, info: VideoInfo, targets: np.ndarray, crop: int, threads: int, seek_to: float | None
+    uri: str, info: VideoInfo, targets: np.ndarray, crop: int, threads: int, seek_to: float | None, skip: str = "none"
 ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    if skip not in FRAME_SKIPS:
+        raise ValueError(f"frame skip must be one of {tuple(FRAME_SKIPS)}, got {skip!r}")
     width, height = scaled_size(info.width, info.height, crop)
     last = float(targets[-1])
     times: list[float] = []
@@ -107,12 +119,15 @@ def _decode_range(
             )
             kept[len(times) - 1] = scaled.to_ndarray()
 
-    # Without a seek the pass reads from the start of the file: a fresh container.
-    with input_container(uri, f"frames/{threads}", reuse=seek_to is not None) as container:
+    # Without a seek the pass reads from the start of the file: a fresh container. A kept-open
+    # container serves one skip mode only (the decoder keeps the setting).
+    with input_container(uri, f"frames/{threads}/{skip}", reuse=seek_to is not None) as container:
         stream = container.streams.video[0]
-        if threads > 1 and not stream.codec_context.is_open:
-            stream.thread_type = "AUTO"
-            stream.codec_context.thread_count = threads
+        if not stream.codec_context.is_open:
+            if threads > 1:
+                stream.thread_type = "AUTO"
+                stream.codec_context.thread_count = threads
+            stream.codec_context.skip_frame = FRAME_SKIPS[skip]
         if seek_to is not None:
             container.seek(int(info.container_time(seek_to) / stream.time_base), stream=stream, backward=True)
         previous = None
@@ -195,10 +210,12 @@ class BackendUnsupported(RuntimeError):
     """The backend cannot (or must not) read this source; use the other one."""
 
 
-def stream_backend(preferred: str, info: VideoInfo, local_path: str | None) -> tuple[str, str]:
+def stream_backend(preferred: str, info: VideoInfo, local_path: str | None, skip: str = "none") -> tuple[str, str]:
     """The backend to start a stream's windows with, and why it is not the
     preferred one (empty when it is). Decided once per stream, so a remote
     or MPEG-TS source is not 'failed' by decord in every window."""
+    if preferred == "decord" and skip != "none":
+        return "pyav", f"decord cannot leave frames out (frame skip {skip!r}); frames decoded with pyav"
     if preferred == "decord" and local_path is None:
         return "pyav", "decord reads local files only; frames decoded with pyav"
     if preferred == "decord" and info.container in DECORD_UNSAFE_CONTAINERS:
@@ -207,13 +224,14 @@ def stream_backend(preferred: str, info: VideoInfo, local_path: str | None) -> t
 
 
 def select_frames(
-    backend: str, uri: str, local_path: str | None, info: VideoInfo, targets: np.ndarray, crop: int, threads: int
+    backend: str, uri: str, local_path: str | None, info: VideoInfo, targets: np.ndarray, crop: int, threads: int,
+    skip: str = "none",
 ) -> FrameSelection:
     if backend == "decord":
-        usable, why = stream_backend("decord", info, local_path)
+        usable, why = stream_backend("decord", info, local_path, skip)
         if usable != "decord":  # also guards a window falling back from PyAV to decord
             raise BackendUnsupported(why)
         return select_frames_decord(local_path, info, targets, crop, threads)
     if backend == "pyav":
-        return select_frames_pyav(uri, info, targets, crop, threads)
+        return select_frames_pyav(uri, info, targets, crop, threads, skip=skip)
     raise ValueError(f"unknown frame backend {backend!r}")

@@ -38,6 +38,8 @@ class StreamManifest:
     windows_by_backend: dict[str, int] = field(default_factory=dict)
     seconds_without_audio: int = 0
     seconds_without_video: int = 0
+    max_frame_offset: float | None = None  # the longest a target's frame was shown before it (s)
+    windows_decoded_in_full: int = 0  # with a frame skip: windows whose skipping decode exceeded the tolerance
     updated_at: float = field(default_factory=time.time)
 
     def is_complete_for(self, config_hash: str, source: str, source_key: str) -> bool:

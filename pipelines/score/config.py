@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from epg.configs import Config
-from pipelines.ingest.config import FRAME_BACKENDS
+from pipelines.ingest.config import FRAME_BACKENDS, FRAME_SKIP_MODES
 
 CONFIG_FILE = "_embed_config.json"
 # How rows are made; part of every stream's config hash (a change re-scores).
@@ -31,6 +31,8 @@ class EmbedConfig(Config):
     window_seconds: int = 60  # videos: seconds decoded per task
     frame_backend: str = "pyav"  # videos: as in ingest
     jpeg_quality: int = 90  # videos: the crops go through the same JPEG round trip as ingested clips
+    frame_skip: str = "none"  # videos: frames the decoder may leave out, as in ingest (IngestConfig.frame_skip)
+    frame_skip_tolerance: float = 1.0  # videos: as in ingest
 
     config_error = EmbedError
 
@@ -43,4 +45,8 @@ class EmbedConfig(Config):
                              f"{self.gpus_per_actor}")
         if self.frame_backend not in FRAME_BACKENDS:
             raise EmbedError(f"frame-backend must be one of {FRAME_BACKENDS}, got {self.frame_backend!r}")
+        if self.frame_skip not in FRAME_SKIP_MODES:
+            raise EmbedError(f"frame-skip must be one of {FRAME_SKIP_MODES}, got {self.frame_skip!r}")
+        if self.frame_skip_tolerance < 1:
+            raise EmbedError(f"frame-skip-tolerance must be >= 1 source frame, got {self.frame_skip_tolerance}")
 

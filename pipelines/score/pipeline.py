@@ -46,7 +46,8 @@ def inspect_videos(plans: list[StreamPlan], publisher: Publisher, ingest: Ingest
             publisher.fail(plan, [row["error"]])
             continue
         info = VideoInfo.from_dict(json.loads(row["info_json"]))
-        backend, why = stream_backend(ingest.frame_backend, info, plan.video.local_path if plan.video else None)
+        backend, why = stream_backend(ingest.frame_backend, info, plan.video.local_path if plan.video else None,
+                                     ingest.frame_skip)
         plan.info = {"input": "videos", **info.to_dict(), "frame_backend": backend, "backend_note": why or ""}
         plan.expected = info.whole_seconds
         ready.append(plan)

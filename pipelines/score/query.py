@@ -40,7 +40,7 @@ def embed_video_file(path: str, checkpoint: str, *, settings: EmbedConfig = Embe
         info = inspect_video(source.uri)
     except MediaError as exc:
         raise EmbedError(str(exc)) from None
-    backend, _ = stream_backend(ingest.frame_backend, info, source.local_path)
+    backend, _ = stream_backend(ingest.frame_backend, info, source.local_path, ingest.frame_skip)
     shape = ClipShape.of_model(scoring.model_config)
     embedder = ClipEmbedder.in_process(scoring, settings.batch_size)
     info_json = json.dumps(info.to_dict())
