@@ -144,10 +144,11 @@ class ClipEmbedder:
         self.batch_size = batch_size
 
     @classmethod
-    def in_process(cls, scoring: ScoringModel, batch_size: int = 32) -> "ClipEmbedder":
-        """The same embedder on this process's CPU (no Ray, torch threads untouched)."""
+    def in_process(cls, scoring: ScoringModel, batch_size: int = 32, device: str = "cpu") -> "ClipEmbedder":
+        """The same embedder in this process (no Ray, torch threads untouched), on ``device``."""
         embedder = cls.__new__(cls)
-        embedder.device, embedder.model = torch.device("cpu"), scoring.model.eval()
+        embedder.device = torch.device(device)
+        embedder.model = scoring.model.to(embedder.device).eval()
         embedder.lam, embedder.dim, embedder.batch_size = scoring.lam, scoring.dim, batch_size
         return embedder
 
