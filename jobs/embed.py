@@ -42,6 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--window-seconds", type=int, default=d("window_seconds"), help="videos: seconds per decode task")
     p.add_argument("--frame-backend", choices=FRAME_BACKENDS, default=d("frame_backend"), help="videos")
     p.add_argument("--jpeg-quality", type=int, default=d("jpeg_quality"), help="videos: as the clips were ingested")
+    p.add_argument("--raw-crops", action="store_true",
+                   help="videos: hand the crops to the model without ingest's JPEG round trip (faster; the embeddings "
+                        "then differ slightly from those of the same video ingested and scored)")
     p.add_argument("--frame-skip", choices=FRAME_SKIP_MODES, default=d("frame_skip"),
                    help="videos: frames the decoder may leave out (none, nonref, nonkey; as jobs/ingest.py)")
     p.add_argument("--frame-skip-tolerance", type=float, default=d("frame_skip_tolerance"),
@@ -57,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size, actors=args.actors, cpus_per_actor=args.cpus_per_actor,
             gpus_per_actor=args.gpus_per_actor, rows_per_file=args.rows_per_file, window_seconds=args.window_seconds,
             frame_backend=args.frame_backend, jpeg_quality=args.jpeg_quality, frame_skip=args.frame_skip,
-            frame_skip_tolerance=args.frame_skip_tolerance,
+            frame_skip_tolerance=args.frame_skip_tolerance, jpeg_round_trip=not args.raw_crops,
         )
         summary = run_embed(args.checkpoint, args.output, clips=args.clips, videos=args.videos, settings=settings,
                             overwrite=args.overwrite, show_progress=not args.quiet, ray_address=args.address)

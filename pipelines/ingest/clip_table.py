@@ -61,25 +61,34 @@ def _jpeg(pixels: np.ndarray, quality: int) -> bytes:
     return buffer.getvalue()
 
 
-def window_table(
-    stream_id: str, start: int, seconds: int, selection: FrameSelection, audio: WindowAudio, config: IngestConfig
-) -> pa.Table:
-    """Rows for clips start .. start + seconds - 1."""
-    size, per_clip = config.crop_size, config.frames_per_clip
-    encoded = [tuple(_jpeg(c, config.jpeg_quality) for c in square_crops(img, size)) for img in selection.images]
-    blank = _jpeg(np.zeros((size, size, 3), dtype=np.uint8), config.jpeg_quality)
+def _clip_parts(start: int, seconds: int, selection: FrameSelection, audio: WindowAudio,
+                config: IngestConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per clip: its frames' indices into ``selection.images`` [seconds, F], has_video, the log-mel
+    (float16, as stored) [seconds, n_mels · T] and has_audio."""
+    per_clip = config.frames_per_clip
     targets = frame_targets(start, seconds, config).reshape(seconds, per_clip)
     index = selection.frame_index.reshape(seconds, per_clip)
     age = np.abs(targets - selection.shown_at.reshape(seconds, per_clip))
     has_video = np.all((index >= 0) & (age <= config.max_frame_age), axis=1)
+    rate = config.logmel.sample_rate
+    mels = log_mel(audio.waveform.reshape(seconds, rate), config.logmel).astype(np.float16).reshape(seconds, -1)
+    return index, has_video, mels, audio.coverage >= MIN_AUDIO_COVERAGE
+
+
+def window_table(
+    stream_id: str, start: int, seconds: int, selection: FrameSelection, audio: WindowAudio, config: IngestConfig
+) -> pa.Table:
+    """Rows for clips start .. start + seconds - 1."""
+    size = config.crop_size
+    encoded = [tuple(_jpeg(c, config.jpeg_quality) for c in square_crops(img, size)) for img in selection.images]
+    blank = _jpeg(np.zeros((size, size, 3), dtype=np.uint8), config.jpeg_quality)
+    index, has_video, mels, has_audio = _clip_parts(start, seconds, selection, audio, config)
 
     frames_column = []
     for clip in range(seconds):
         crops = [encoded[i] if i >= 0 else (blank, blank) for i in index[clip]]
         frames_column.append([c[0] for c in crops] + [c[1] for c in crops])
 
-    rate = config.logmel.sample_rate
-    mels = log_mel(audio.waveform.reshape(seconds, rate), config.logmel).astype(np.float16)
     schema = clips_schema(config)
     flat = pa.array(mels.reshape(-1), type=pa.float16())
     logmel_column = pa.FixedSizeListArray.from_arrays(flat, schema.field("logmel").type.list_size)
@@ -89,8 +98,31 @@ def window_table(
             "t": pa.array(np.arange(start, start + seconds, dtype=np.int32)),
             "frames": pa.array(frames_column, type=pa.list_(pa.binary())),
             "logmel": logmel_column,
-            "has_audio": pa.array(audio.coverage >= MIN_AUDIO_COVERAGE),
+            "has_audio": pa.array(has_audio),
             "has_video": pa.array(has_video),
         },
         schema=schema,
     )
+
+
+def window_crops(
+    start: int, seconds: int, selection: FrameSelection, audio: WindowAudio, config: IngestConfig
+) -> dict[str, np.ndarray]:
+    """The window's clips as the model takes them, without the JPEG round trip of ``window_table``.
+
+    t int64 [n]; video uint8 [n, 2, 3, F, H, W] (crop 0, crop 1); logmel float32 [n, n_mels · T]
+    (through float16, as stored); has_audio, has_video bool [n]. Missing frames are black.
+    """
+    size = config.crop_size
+    crops = np.zeros((len(selection.images) + 1, 2, size, size, 3), dtype=np.uint8)  # the last one: black
+    for i, image in enumerate(selection.images):
+        crops[i, 0], crops[i, 1] = square_crops(image, size)
+    index, has_video, mels, has_audio = _clip_parts(start, seconds, selection, audio, config)
+    picked = crops[np.where(index >= 0, index, len(selection.images))]  # [n, F, 2, H, W, 3]
+    return {
+        "t": np.arange(start, start + seconds, dtype=np.int64),
+        "video": np.ascontiguousarray(picked.transpose(0, 2, 5, 1, 3, 4)),  # -> [n, 2, 3, F, H, W]
+        "logmel": mels.astype(np.float32),
+        "has_audio": has_audio,
+        "has_video": has_video,
+    }

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from pipelines.ingest.clip_table import clips_schema, frame_targets, window_table
+from pipelines.ingest.clip_table import clips_schema, frame_targets, window_crops, window_table
 from pipelines.ingest.config import FRAME_BACKENDS, IngestConfig
 from pipelines.media.audio import WindowAudio, read_audio
 from pipelines.media.frames import TIME_EPS, FrameSelection, select_frames
@@ -98,10 +98,22 @@ def window_clips(task: WindowTask, config: IngestConfig) -> tuple[pa.Table | Non
     """Decode a window into its clip table in memory (no file written): what ingest
     stages, and what the scorer embeds straight from a video. The table is None when
     the window failed (``result.error`` says why)."""
+    return _decoded_window(task, config, lambda selection, audio: window_table(
+        task.stream_id, task.start, task.seconds, selection, audio, config))
+
+
+def window_arrays(task: WindowTask, config: IngestConfig) -> tuple[dict[str, np.ndarray] | None, WindowResult]:
+    """Decode a window into the model's arrays (``clip_table.window_crops``): no JPEG round trip."""
+    return _decoded_window(task, config, lambda selection, audio: window_crops(
+        task.start, task.seconds, selection, audio, config))
+
+
+def _decoded_window(task: WindowTask, config: IngestConfig, build):
+    """Frames and audio of the window, then ``build(selection, audio)``; (None, result) when it failed."""
     began = time.perf_counter()
     info = VideoInfo.from_dict(json.loads(task.info_json))
     result = WindowResult(task.stream_id, task.start, task.seconds, ok=False)
-    table = None
+    built = None
     try:
         targets = frame_targets(task.start, task.seconds, config)
         selection, result.backend, result.fallback, result.redecoded_in_full = _frames(task, info, config, targets)
@@ -115,20 +127,28 @@ def window_clips(task: WindowTask, config: IngestConfig) -> tuple[pa.Table | Non
                 np.zeros(task.seconds * rate, np.float32), np.zeros(task.seconds, np.float32), f"audio unreadable: {exc}"
             )
         result.audio_warning = audio.warning or ""
-        table = window_table(task.stream_id, task.start, task.seconds, selection, audio, config)
-        result.rows = table.num_rows
-        result.seconds_without_audio = int((~table.column("has_audio").to_numpy(zero_copy_only=False)).sum())
-        result.seconds_without_video = int((~table.column("has_video").to_numpy(zero_copy_only=False)).sum())
+        built = build(selection, audio)
+        has_audio, has_video = _flags(built)
+        result.rows = len(has_audio)
+        result.seconds_without_audio = int((~has_audio).sum())
+        result.seconds_without_video = int((~has_video).sum())
         audio_end = _last_covered(audio, task.start)
         video_end = selection.last_time + (1.0 / info.fps if info.fps > 0 else 0.0)
         ends = [e for e in (audio_end, video_end) if not math.isnan(e)]
         result.media_end = max(ends) if ends else float("nan")
         result.ok = True
     except Exception as exc:
-        table = None
+        built = None
         result.error = _window_error(task, exc)
     result.wall_seconds = time.perf_counter() - began
-    return table, result
+    return built, result
+
+
+def _flags(built: pa.Table | dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(built, pa.Table):
+        return (built.column("has_audio").to_numpy(zero_copy_only=False),
+                built.column("has_video").to_numpy(zero_copy_only=False))
+    return built["has_audio"], built["has_video"]
 
 
 def decode_window(task: WindowTask, config: IngestConfig, store: OutputStore) -> WindowResult:

@@ -31,6 +31,9 @@ class EmbedConfig(Config):
     window_seconds: int = 60  # videos: seconds decoded per task
     frame_backend: str = "pyav"  # videos: as in ingest
     jpeg_quality: int = 90  # videos: the crops go through the same JPEG round trip as ingested clips
+    # videos: True puts the crops through ingest's JPEG round trip (the embeddings of the same video ingested,
+    # then scored); False hands the raw crops to the model (faster; bench/score.py says how far embeddings move)
+    jpeg_round_trip: bool = True
     frame_skip: str = "none"  # videos: frames the decoder may leave out, as in ingest (IngestConfig.frame_skip)
     frame_skip_tolerance: float = 1.0  # videos: as in ingest
 

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from epg.config import ModelConfig
 from pipelines.ingest.config import IngestConfig
-from pipelines.ingest.window import WindowTask, window_clips
+from pipelines.ingest.window import WindowTask, window_arrays, window_clips
 from pipelines.train.data import decode_clips
 
 COUNT_COLUMNS = ("clips", "no_audio", "no_video", "unscored")
@@ -52,22 +52,16 @@ class ClipShape:
         return cls(model.visual.crop_size, model.visual.frames, model.audio.n_mels, model.audio.frames)
 
 
-def _segment(stream_id: str, t: np.ndarray, frames: Sequence[Any], logmel: Sequence[Any], complete: np.ndarray,
-             no_audio: int, no_video: int, shape: ClipShape, window: str) -> dict[str, np.ndarray]:
-    """Rows of one stream's clips of a batch (all arrays of equal length n >= 1)."""
+def _segment(stream_id: str, t: np.ndarray, complete: np.ndarray, no_audio: int, no_video: int, shape: ClipShape,
+             window: str, decode: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Rows of one stream's clips of a batch (all arrays of equal length n >= 1); ``decode(keep)`` gives the
+    kept clips' video uint8 [k, 2, 3, F, H, W] and audio float32 [k, 1, n_mels, T]."""
     keep = np.flatnonzero(complete)
     n_in = len(t)
     error = ""
     if keep.size:
         try:
-            decoded = decode_clips(
-                {"stream_id": [stream_id] * keep.size, "t": t[keep], "frames": [frames[i] for i in keep],
-                 "logmel": [logmel[i] for i in keep]},
-                stream_index={stream_id: 0}, frames_per_clip=shape.frames, n_mels=shape.n_mels,
-                logmel_frames=shape.logmel_frames,
-            )
-            video = decoded["video"].reshape(keep.size, 2, *decoded["video"].shape[1:])
-            audio = decoded["audio"][0::2]
+            video, audio = decode(keep)
             times = t[keep].astype(np.int32)
         except Exception as exc:  # a corrupt JPEG or log-mel fails the stream, naming the clips
             error = f"clips {int(t[0])}-{int(t[-1])} s cannot be decoded: {type(exc).__name__}: {exc}"
@@ -90,6 +84,20 @@ def _segment(stream_id: str, t: np.ndarray, frames: Sequence[Any], logmel: Seque
     }
 
 
+def _jpeg_decoder(stream_id: str, t: np.ndarray, frames: Sequence[Any], logmel: Sequence[Any], shape: ClipShape):
+    """``decode(keep)`` of clip rows: the training decode (JPEG crops, log-mel)."""
+    def decode(keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        decoded = decode_clips(
+            {"stream_id": [stream_id] * keep.size, "t": t[keep], "frames": [frames[i] for i in keep],
+             "logmel": [logmel[i] for i in keep]},
+            stream_index={stream_id: 0}, frames_per_clip=shape.frames, n_mels=shape.n_mels,
+            logmel_frames=shape.logmel_frames,
+        )
+        return decoded["video"].reshape(keep.size, 2, *decoded["video"].shape[1:]), decoded["audio"][0::2]
+
+    return decode
+
+
 def concat_rows(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
@@ -107,10 +115,10 @@ def scoring_rows(batch: Mapping[str, Any], shape: ClipShape, window: str = "") -
         while end < len(stream_ids) and stream_ids[end] == stream_ids[start]:
             end += 1
         part = slice(start, end)
+        decode = _jpeg_decoder(stream_ids[start], t[part], batch["frames"][part], batch["logmel"][part], shape)
         parts.append(_segment(
-            stream_ids[start], t[part], batch["frames"][part], batch["logmel"][part],
-            has_audio[part] & has_video[part], int((~has_audio[part]).sum()), int((~has_video[part]).sum()),
-            shape, window if start == 0 else "",
+            stream_ids[start], t[part], has_audio[part] & has_video[part], int((~has_audio[part]).sum()),
+            int((~has_video[part]).sum()), shape, window if start == 0 else "", decode,
         ))
         start = end
     return concat_rows(parts)
@@ -121,20 +129,16 @@ def clip_batch_rows(batch: Mapping[str, Any], *, shape: ClipShape) -> dict[str, 
     return scoring_rows(batch, shape)
 
 
-def window_task_rows(task: WindowTask, config: IngestConfig, shape: ClipShape) -> dict[str, np.ndarray]:
-    """Decode one video window in memory (ingest's decode, JPEG round trip included) -> scoring rows."""
+def window_task_rows(task: WindowTask, config: IngestConfig, shape: ClipShape, round_trip: bool = True
+                     ) -> dict[str, np.ndarray]:
+    """Decode one video window in memory -> scoring rows: ingest's decode with its JPEG round trip (the
+    embeddings of the same video ingested, then scored), or the raw crops (``round_trip`` False)."""
+    if not round_trip:
+        return _raw_window_rows(task, config, shape)
     table, result = window_clips(task, config)
     window = json.dumps(asdict(result))
     if table is None:
-        size = shape.crop_size
-        return {
-            "stream_id": np.array([task.stream_id], dtype=object), "t": np.array([-1], np.int32),
-            "video": np.zeros((1, 2, 3, shape.frames, size, size), np.uint8),
-            "audio": np.zeros((1, 1, shape.n_mels, shape.logmel_frames), np.float32),
-            "clips": np.array([task.seconds], np.int32), "no_audio": np.zeros(1, np.int32),
-            "no_video": np.zeros(1, np.int32), "unscored": np.zeros(1, np.int32),
-            "error": np.array([result.error], dtype=object), "window": np.array([window], dtype=object),
-        }
+        return _failed_window_rows(task, shape, result.error, window)
     columns = {
         "stream_id": table.column("stream_id").to_pylist(),
         "t": table.column("t").to_numpy(),
@@ -146,12 +150,40 @@ def window_task_rows(task: WindowTask, config: IngestConfig, shape: ClipShape) -
     return scoring_rows(columns, shape, window)
 
 
-def window_batch_rows(batch: Mapping[str, Any], *, config: IngestConfig, shape: ClipShape) -> dict[str, np.ndarray]:
+def _raw_window_rows(task: WindowTask, config: IngestConfig, shape: ClipShape) -> dict[str, np.ndarray]:
+    arrays, result = window_arrays(task, config)
+    window = json.dumps(asdict(result))
+    if arrays is None:
+        return _failed_window_rows(task, shape, result.error, window)
+    has_audio, has_video = arrays["has_audio"], arrays["has_video"]
+
+    def decode(keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return arrays["video"][keep], arrays["logmel"][keep].reshape(keep.size, 1, shape.n_mels, shape.logmel_frames)
+
+    return _segment(task.stream_id, arrays["t"], has_audio & has_video, int((~has_audio).sum()),
+                    int((~has_video).sum()), shape, window, decode)
+
+
+def _failed_window_rows(task: WindowTask, shape: ClipShape, error: str, window: str) -> dict[str, np.ndarray]:
+    """One placeholder row carrying a failed window's clips and its error."""
+    size = shape.crop_size
+    return {
+        "stream_id": np.array([task.stream_id], dtype=object), "t": np.array([-1], np.int32),
+        "video": np.zeros((1, 2, 3, shape.frames, size, size), np.uint8),
+        "audio": np.zeros((1, 1, shape.n_mels, shape.logmel_frames), np.float32),
+        "clips": np.array([task.seconds], np.int32), "no_audio": np.zeros(1, np.int32),
+        "no_video": np.zeros(1, np.int32), "unscored": np.zeros(1, np.int32),
+        "error": np.array([error], dtype=object), "window": np.array([window], dtype=object),
+    }
+
+
+def window_batch_rows(batch: Mapping[str, Any], *, config: IngestConfig, shape: ClipShape,
+                      round_trip: bool = True) -> dict[str, np.ndarray]:
     """Ray Data map over window task rows (one or more windows per batch)."""
     parts = []
     for i in range(len(batch["stream_id"])):
         task = WindowTask(**{name: _plain(batch[name][i]) for name in WindowTask.__dataclass_fields__})
-        parts.append(window_task_rows(task, config, shape))
+        parts.append(window_task_rows(task, config, shape, round_trip))
     return concat_rows(parts)
 
 

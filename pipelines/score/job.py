@@ -87,7 +87,7 @@ def run_embed(
     else:
         ingest = ingest_config_for(scoring, settings)
         resolved = resolve_inputs(list(videos or []))
-        plans = video_plans(resolved.sources, scoring, ingest)
+        plans = video_plans(resolved.sources, scoring, ingest, settings.jpeg_round_trip)
         input_errors = [f"{m.uri}: {m.reason}" for m in resolved.missing]
     others = other_models(store, scoring.model_id)
     if others and not overwrite:
@@ -126,7 +126,7 @@ def run_embed(
         else:
             assert ingest is not None
             pending = inspect_videos(pending, publisher, ingest, show_progress)
-            dataset = videos_dataset(window_items(pending, ingest), ingest, shape)
+            dataset = videos_dataset(window_items(pending, ingest), ingest, shape, settings.jpeg_round_trip)
         scoring_began = time.perf_counter()
         score(dataset, pending, scoring, settings, store, publisher, show_progress)
         scoring_seconds = time.perf_counter() - scoring_began

@@ -81,14 +81,16 @@ def clips_dataset(files: list[str], clips: str, shape: ClipShape, settings: Embe
                                batch_format="numpy", num_cpus=1)
 
 
-def videos_dataset(items: list[dict[str, Any]], ingest: IngestConfig, shape: ClipShape):
-    """One task per video window: ingest's decode in memory, then decoded for the model (None: no window)."""
+def videos_dataset(items: list[dict[str, Any]], ingest: IngestConfig, shape: ClipShape, round_trip: bool = True):
+    """One task per video window: ingest's decode in memory, then decoded for the model (None: no window);
+    ``round_trip`` False hands the raw crops to the model instead of JPEG-encoding and decoding them."""
     import ray.data
 
     if not items:
         return None
     dataset = ray.data.from_items(items, override_num_blocks=len(items))
-    return dataset.map_batches(window_batch_rows, fn_kwargs={"config": ingest, "shape": shape}, batch_size=1,
+    return dataset.map_batches(window_batch_rows, fn_kwargs={"config": ingest, "shape": shape, "round_trip": round_trip},
+                               batch_size=1,
                                batch_format="numpy", num_cpus=ingest.num_cpus_per_task)
 
 

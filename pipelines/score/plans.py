@@ -95,9 +95,13 @@ def clip_plans(clips: str, scoring: ScoringModel) -> list[StreamPlan]:
     return plans
 
 
-def video_plans(sources: list[VideoSource], scoring: ScoringModel, ingest: IngestConfig) -> list[StreamPlan]:
-    config = {**model_record(scoring), "input": "videos", "ingest": ingest.to_dict(), "ingest_hash": ingest.output_hash()}
-    config_hash = short_hash({k: config[k] for k in ("model", "lam", "scoring", "ingest_hash")})
+def video_plans(sources: list[VideoSource], scoring: ScoringModel, ingest: IngestConfig,
+                jpeg_round_trip: bool = True) -> list[StreamPlan]:
+    config = {**model_record(scoring), "input": "videos", "ingest": ingest.to_dict(), "ingest_hash": ingest.output_hash(),
+              "crops": "jpeg" if jpeg_round_trip else "raw"}
+    # Raw crops give other embeddings, so another hash; the JPEG default keeps the hash of earlier runs.
+    hashed = ("model", "lam", "scoring", "ingest_hash") + (() if jpeg_round_trip else ("crops",))
+    config_hash = short_hash({k: config[k] for k in hashed})
     return [StreamPlan(s.stream_id, s.uri, source_key(s), config_hash, config, {"input": "videos"}, video=s)
             for s in sorted(sources, key=lambda s: s.stream_id)]
 

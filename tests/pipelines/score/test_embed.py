@@ -213,6 +213,23 @@ def test_videos_score_like_clips_and_a_broken_video_fails_alone(scored, media, r
     assert not (out / "_staging").exists()
 
 
+def test_raw_crops_skip_the_jpeg_round_trip_and_stay_close_to_it(scored, media, run_dir, tmp_path):
+    """--raw-crops: the same rows and clips, embeddings within JPEG noise of the exact ones, and a hash of its own."""
+    out = tmp_path / "raw"
+    code = embed_main(["--videos", str(media / "train.mp4"), str(media / "pattern.mp4"), "--checkpoint", str(run_dir),
+                       "--output", str(out), "--window-seconds", "10", "--raw-crops", "--quiet"])
+    assert code == 0
+    raw, exact = read_embeddings(str(out)), read_embeddings(str(scored))
+    assert raw.stream_id.tolist() == exact.stream_id.tolist() and raw.t.tolist() == exact.t.tolist()
+    assert not np.allclose(raw.v, exact.v, rtol=1e-5, atol=1e-6)  # the JPEG round trip is really skipped ...
+    np.testing.assert_allclose(raw.a, exact.a, rtol=1e-5, atol=1e-6)  # ... and the audio path is the same one
+    cosine = (raw.v * exact.v).sum(1) / (np.linalg.norm(raw.v, axis=1) * np.linalg.norm(exact.v, axis=1))
+    assert cosine.min() > 0.99, cosine.min()  # ... yet the embeddings move by JPEG noise only
+    manifest = StreamManifest.load(OutputStore(str(out)), "train")
+    exact_manifest = StreamManifest.load(OutputStore(str(scored)), "train")
+    assert manifest.config["crops"] == "raw" and manifest.config_hash != exact_manifest.config_hash
+
+
 def test_rerun_skips_resumes_interrupted_streams_and_guards_the_model(scored, clips_root, run_dir, tmp_path):
     out = tmp_path / "embeddings"
     shutil.copytree(scored, out)
