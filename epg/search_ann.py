@@ -74,9 +74,19 @@ class ApproximateIndex:
         self.config = config
         self.rows, self.dim = int(index.ntotal), int(index.d)
         self.nlist = int(faiss.extract_index_ivf(index).nlist)
+        self.nprobe = 0
+        self.set_nprobe(config.nprobe)
+
+    def set_nprobe(self, nprobe: int) -> None:
+        """Lists scanned per query from now on (at most nlist); the graph over the centroids searches wider to match."""
+        import faiss
+
+        if nprobe <= 0:
+            raise ValueError(f"nprobe must be > 0, got {nprobe}")
+        self.nprobe = min(nprobe, self.nlist)
         params = faiss.ParameterSpace()
-        params.set_index_parameter(index, "nprobe", min(config.nprobe, self.nlist))
-        params.set_index_parameter(index, "quantizer_efSearch", max(64, 2 * config.nprobe))
+        params.set_index_parameter(self._index, "nprobe", self.nprobe)
+        params.set_index_parameter(self._index, "quantizer_efSearch", max(64, 2 * self.nprobe))
 
     @classmethod
     def build(cls, parts: list[np.ndarray], lam: float, config: ApproximateConfig = ApproximateConfig()) -> "ApproximateIndex":
