@@ -7,8 +7,9 @@ Per preset and footage length (the 720p30 streams of ``bench/ingest.py``, cached
 - **decode-only anchor**: the ingest decode of the file at the preset's settings (every window's
   frame selection at the crop size and its audio, ``pipelines.media``), nothing else, in a process
   pool of all cores;
-- **forward-only anchor**: the scoring embedder (``ClipEmbedder``) on in-memory clips at the same
-  batch size and threads as the scoring actor, timed on a sample and scaled to the footage's clips;
+- **forward-only anchor**: the scoring embedder (``ClipEmbedder``) on in-memory clips, in as many
+  processes at once as the scoring pool has actors, each at an actor's batch size and threads,
+  timed on a sample and scaled to the footage's clips;
 - **fused from video**, exact (ingest's JPEG round trip) and with ``--raw-crops``, and **from
   clips** (ingested beforehand, not timed): ``run_embed``'s scoring time on a local Ray started
   once (start-up and probing are not per stream and not counted), with the settings ``EmbedConfig``
@@ -30,6 +31,7 @@ import resource
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -52,7 +54,7 @@ from pipelines.media.info import VideoInfo, inspect_video  # noqa: E402
 from pipelines.runtime.cluster import start_local_ray  # noqa: E402
 from pipelines.score.config import EmbedConfig  # noqa: E402
 from pipelines.score.embeddings import read_embeddings  # noqa: E402
-from pipelines.score.job import run_embed  # noqa: E402
+from pipelines.score.job import run_embed, with_actors_for_cluster  # noqa: E402
 from pipelines.score.model import ClipEmbedder, ScoringModel  # noqa: E402
 from pipelines.train.args import config_from_args, parse_args  # noqa: E402
 from pipelines.train.checkpoint import build_model, write_model  # noqa: E402
@@ -92,25 +94,38 @@ def decode_anchor(video: Path, crop: int, cpus: int) -> float:
         return time.perf_counter() - began
 
 
+_FORWARD: dict = {}
+
+
+def _load_forward(checkpoint: str, clips: str, batch: int, threads: int, sample: int) -> None:
+    """Pool initializer: the embedder at the actor's batch and threads, and ``sample`` decoded clips in memory."""
+    torch.set_num_threads(threads)
+    scoring = ScoringModel.load(checkpoint)
+    shape = scoring.model_config
+    table = read_stream(clips, "train").slice(0, sample).to_pydict()
+    decoded = decode_clips(table, stream_index={"train": 0}, frames_per_clip=shape.visual.frames,
+                           n_mels=shape.audio.n_mels, logmel_frames=shape.audio.frames)
+    video = decoded["video"].reshape(-1, 2, *decoded["video"].shape[1:])
+    embedder = ClipEmbedder.in_process(scoring, batch_size=batch)
+    embedder.embed(video[:batch], decoded["audio"][::2][:batch])  # warm-up
+    _FORWARD.update(embedder=embedder, video=video, audio=decoded["audio"][::2])
+
+
+def _time_forward(_: int) -> float:
+    """Seconds per clip of this process's embedder over its in-memory clips."""
+    began = time.perf_counter()
+    _FORWARD["embedder"].embed(_FORWARD["video"], _FORWARD["audio"])
+    return (time.perf_counter() - began) / len(_FORWARD["video"])
+
+
 def forward_anchor(checkpoint: Path, clips: Path, settings: EmbedConfig, total: int, sample: int = 256) -> float:
-    """Seconds for the embedder alone to embed ``total`` clips (timed on ``sample`` decoded clips in memory)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(settings.cpus_per_actor)))
-    try:
-        scoring = ScoringModel.load(str(checkpoint))
-        embedder = ClipEmbedder.in_process(scoring, batch_size=settings.batch_size)
-        shape = scoring.model_config
-        table = read_stream(str(clips), "train").slice(0, sample).to_pydict()
-        decoded = decode_clips(table, stream_index={"train": 0}, frames_per_clip=shape.visual.frames,
-                               n_mels=shape.audio.n_mels, logmel_frames=shape.audio.frames)
-        video = decoded["video"].reshape(-1, 2, *decoded["video"].shape[1:])
-        audio = decoded["audio"][::2]
-        embedder.embed(video[:settings.batch_size], audio[:settings.batch_size])  # warm-up
-        began = time.perf_counter()
-        embedder.embed(video, audio)
-        return (time.perf_counter() - began) * total / len(video)
-    finally:
-        torch.set_num_threads(threads)
+    """Seconds for the model alone to embed ``total`` clips with the scoring pool's shape: ``settings.actors``
+    processes at once, each at the actor's batch and threads on ``sample`` clips in memory (the slowest one's
+    time per clip, scaled to its share of ``total``)."""
+    args = (str(checkpoint), str(clips), settings.batch_size, max(1, int(settings.cpus_per_actor)), sample)
+    with multiprocessing.get_context("spawn").Pool(settings.actors, initializer=_load_forward, initargs=args) as pool:
+        per_clip = pool.map(_time_forward, range(settings.actors), chunksize=1)
+    return max(per_clip) * total / settings.actors
 
 
 def timed_embed(checkpoint: Path, out: Path, settings: EmbedConfig, **inputs) -> tuple[float, float]:
@@ -133,16 +148,18 @@ def measure(preset: str, minutes: float, cache: Path, cpus: int) -> dict:
         if not summary.ok:
             raise SystemExit(summary.format())
     checkpoint = random_checkpoint(work, preset, clips)
-    settings = EmbedConfig()
+    settings = with_actors_for_cluster(EmbedConfig())  # what run_embed resolves on this Ray
     total = int(minutes * 60)
     figures = {"preset": preset, "crop": crop, "minutes": minutes, "clips": total, "actors": settings.actors,
                "batch": settings.batch_size, "decode_s": decode_anchor(video, crop, cpus),
                "forward_s": forward_anchor(checkpoint, clips, settings, total)}
     out = work / "out"
     figures["video_s"], figures["video_mb"] = timed_embed(checkpoint, out / "video", settings, videos=[str(video)])
-    raw = EmbedConfig(jpeg_round_trip=False)
+    raw = replace(settings, jpeg_round_trip=False)
     figures["raw_s"], figures["raw_mb"] = timed_embed(checkpoint, out / "raw", raw, videos=[str(video)])
-    figures["clips_s"], figures["clips_mb"] = timed_embed(checkpoint, out / "clips", settings, clips=str(clips))
+    from_clips = with_actors_for_cluster(EmbedConfig(), clips_input=True)  # a CPU stays with the Parquet reads
+    figures["clips_actors"] = from_clips.actors
+    figures["clips_s"], figures["clips_mb"] = timed_embed(checkpoint, out / "clips", from_clips, clips=str(clips))
     exact, moved = read_embeddings(str(out / "video")), read_embeddings(str(out / "raw"))
     cosine = (exact.v * moved.v).sum(1) / np.maximum(np.linalg.norm(exact.v, axis=1) * np.linalg.norm(moved.v, axis=1), 1e-12)
     figures["raw_cos_min"], figures["raw_cos_mean"] = float(cosine.min()), float(cosine.mean())
@@ -166,7 +183,9 @@ def main() -> None:
     driver_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     report = Printed()
-    report(f"scoring 1280x720 30 fps footage, {cpus} CPU(s), EmbedConfig defaults, seconds (× the slower anchor)")
+    report(f"scoring 1280x720 30 fps footage, {cpus} CPU(s), EmbedConfig defaults ({rows[0]['actors']} actor(s) "
+           f"of {EmbedConfig().cpus_per_actor:g} CPU from video, {rows[0]['clips_actors']} from clips, batch "
+           f"{rows[0]['batch']}), seconds (× the slower anchor)")
     report("| preset | footage | decode-only s | forward-only s | from video s | raw crops s | from clips s | "
            "workers' peak MB (video / raw / clips) | a day per camera, from video |")
     report("|---|---|---:|---:|---:|---:|---:|---|---:|")
@@ -179,7 +198,8 @@ def main() -> None:
     report(f"driver peak RSS: {driver_mb:.0f} MB; raw crops against exact, cosine of v: " + ", ".join(
         f"{r['preset']} {r['minutes']:g} min min {r['raw_cos_min']:.4f} mean {r['raw_cos_mean']:.4f}" for r in rows))
     report("decode-only: the ingest decode (frames at the targets, scaled; audio) on a pool of all cores; forward-only: "
-           "the embedder on in-memory clips at the actor's batch and threads, scaled from 256 clips")
+           "the embedder on in-memory clips in one process per actor at once, at the actor's batch and threads, "
+           "scaled from 256 clips each")
     if args.write_results:
         update_results("Scoring throughput", report.text, command_line(__file__, sys.argv[1:]))
 

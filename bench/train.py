@@ -1,14 +1,14 @@
 """Pretraining throughput: samples/s and the share of step time spent waiting
-for data, for 1 and 2 CPU workers with the tiny model, in one run.
+for data, for 1 and 2 CPU workers with the tiny and small presets, in one run.
 
     python bench/train.py                  # 40 steps per case
-    python bench/train.py --steps 20
+    python bench/train.py --steps 20 --presets tiny --workers 1
 
 Clips come from a synthetic stream (generated and ingested once, cached under
 --cache). Each case is a real `run_pretrain` (Ray Data -> Ray Train
 TorchTrainer, gloo); the numbers are the means of rank 0's per-step metrics
-after the first few steps (warm-up). GPU figures (X3D-M at 160x160, batch 64
-per GPU, bf16) need a GPU and are printed as "not measured" without one.
+after the first few steps (warm-up). The GPU figures (X3D-M at 160x160, bf16)
+come from bench/gpu.sh on a GPU machine.
 """
 
 from __future__ import annotations
@@ -35,21 +35,25 @@ from pipelines.train.driver import run_pretrain  # noqa: E402
 WARMUP_STEPS = 3
 
 
-def clips_for(cache: Path, minutes: float) -> Path:
-    clips = cache / f"train-clips-{minutes:g}min"
+CROPS = {"tiny": 32, "small": 64}  # each preset's crop size
+
+
+def clips_for(cache: Path, minutes: float, crop: int) -> Path:
+    clips = cache / f"train-clips-{minutes:g}min" if crop == 32 else cache / f"train-clips-{minutes:g}min-c{crop}"
     if not clips.exists():
         videos = cache / f"train-videos-{minutes:g}min"
-        generate(SyntheticConfig(out=videos, minutes=minutes, seed=5, size=(320, 180), fps=5.0, views=("train",)))
-        summary = run_ingest([str(videos)], str(clips), IngestConfig(crop_size=32), show_progress=False)
+        if not videos.exists():
+            generate(SyntheticConfig(out=videos, minutes=minutes, seed=5, size=(320, 180), fps=5.0, views=("train",)))
+        summary = run_ingest([str(videos)], str(clips), IngestConfig(crop_size=crop), show_progress=False)
         if not summary.ok:
             raise SystemExit(summary.format())
     return clips
 
 
-def measure(clips: Path, workers: int, steps: int, batch: int, work: Path) -> dict[str, float]:
-    run_dir = work / f"run-{workers}w"
+def measure(clips: Path, preset: str, workers: int, steps: int, batch: int, work: Path) -> dict[str, float]:
+    run_dir = work / f"run-{preset}-{workers}w"
     args = parse_args([
-        "--clips", str(clips), "--run-dir", str(run_dir), "--preset", "tiny", "--crop-size", "32",
+        "--clips", str(clips), "--run-dir", str(run_dir), "--preset", preset, "--crop-size", str(CROPS[preset]),
         "--workers", str(workers), "--cpus-per-worker", "0.5", "--batch-size", str(batch), "--epochs", "50",
         "--warmup-epochs", "0", "--stop-after-steps", str(steps), "--checkpoint-every", str(steps), "--log-every", "1",
     ])
@@ -65,25 +69,31 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=32, help="visual samples per worker")
     parser.add_argument("--minutes", type=float, default=3.0)
+    parser.add_argument("--presets", default="tiny,small", help=f"comma-separated, of {', '.join(CROPS)}")
+    parser.add_argument("--workers", default="1,2", help="worker counts, comma-separated")
     parser.add_argument("--cache", type=Path, default=Path("out/bench"))
     parser.add_argument("--write-results", action="store_true", help="also write the printed summary into its section of bench/RESULTS.md")
     args = parser.parse_args()
 
     start_local_ray(num_cpus=2)
-    clips = clips_for(args.cache, args.minutes)
+    presets = [p for p in args.presets.split(",") if p]
+    counts = [int(w) for w in args.workers.split(",") if w]
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
-    results = {w: measure(clips, w, args.steps, args.batch_size, work) for w in (1, 2)}
+    results = {(p, w): measure(clips_for(args.cache, args.minutes, CROPS[p]), p, w, args.steps, args.batch_size, work)
+               for p in presets for w in counts}
     shutil.rmtree(work, ignore_errors=True)
 
     report = Printed()
-    report(f"\npretraining throughput, tiny preset (32 px crops), batch {args.batch_size} visual samples per worker,"
+    report(f"\npretraining throughput, batch {args.batch_size} visual samples per worker (0.5 CPU each),"
            f" CPU (2 cores), steps {WARMUP_STEPS + 1}..{args.steps}")
-    report(f"{'workers':>7} {'samples/s':>10} {'x 1 worker':>10} {'waiting for data':>17}")
-    for workers, r in results.items():
-        report(f"{workers:>7} {r['samples_per_s']:10.1f} {r['samples_per_s'] / results[1]['samples_per_s']:10.2f}"
-               f" {r['data_wait']:16.0%}")
+    report("| preset | crop | workers | samples/s | × 1 worker | waiting for data |")
+    report("|---|---:|---:|---:|---:|---:|")
+    for (preset, workers), r in results.items():
+        one = results.get((preset, 1), r)["samples_per_s"]
+        report(f"| {preset} | {CROPS[preset]} px | {workers} | {r['samples_per_s']:.1f} | {r['samples_per_s'] / one:.2f} | "
+               f"{r['data_wait']:.0%} |")
     if not torch.cuda.is_available():
-        report("GPU (X3D-M 160x160, batch 64/GPU, bf16): not measured, no GPU on this machine")
+        report("GPU (X3D-M 160x160, bf16): not measured here, no GPU on this machine; bench/gpu.sh measures it")
     if args.write_results:
         update_results("Pretraining throughput", report.text, command_line(__file__, sys.argv[1:]))
 

@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint", required=True, help="checkpoint directory, or run directory (latest checkpoint)")
     add_output_option(p, "embeddings root (path or URI)")
     p.add_argument("--overwrite", action="store_true", help="score again streams already complete, and replace another model's")
-    p.add_argument("--actors", type=int, default=d("actors"), help="model actors (one GPU each with --gpus-per-actor 1)")
+    p.add_argument("--actors", type=int, default=d("actors"), help="model actors (one GPU each with --gpus-per-actor 1); 0: as many as the cluster holds")
     p.add_argument("--gpus-per-actor", type=float, default=d("gpus_per_actor"))
     p.add_argument("--cpus-per-actor", type=float, default=d("cpus_per_actor"))
     p.add_argument("--batch-size", type=int, default=d("batch_size"), help="clips per model call")

@@ -125,5 +125,6 @@ def check_capacity(what: str, count: int, cpus_each: float, gpus_each: float, er
     if need_gpu > gpus:
         raise error(f"{count} {what} x {gpus_each:g} GPU need {need_gpu:g} GPUs; the cluster has {gpus:g}")
     if need_cpu + spare_cpus > cpus:
-        raise error(f"{count} {what} x {cpus_each:g} CPU need {need_cpu:g} CPUs plus one for {spare_for}; "
+        spare = f" plus {spare_cpus:g} for {spare_for}" if spare_cpus else ""
+        raise error(f"{count} {what} x {cpus_each:g} CPU need {need_cpu:g} CPUs{spare}; "
                     f"the cluster has {cpus:g}{f' ({hint})' if hint else ''}")

@@ -22,7 +22,10 @@ class EmbedConfig(Config):
     """How scoring runs; only the video decode fields change the rows (they are in the hash via IngestConfig)."""
 
     batch_size: int = 64  # clips per model call in an actor
-    actors: int = 1  # model actors in the pool
+    # Model actors in the pool; 0 chooses from the cluster: one per GPU share with gpus_per_actor > 0,
+    # else one per cpus_per_actor CPUs (CPU actors run their own decode, see decode_cpus), less one
+    # CPU for the Parquet read tasks when the input is clips.
+    actors: int = 0
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0  # 1 on a GPU cluster: one GPU per actor
     clips_per_task: int = 32  # clip rows per JPEG-decode task (clips input)
@@ -40,9 +43,11 @@ class EmbedConfig(Config):
     config_error = EmbedError
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "actors", "clips_per_task", "rows_per_file", "window_seconds"):
+        for name in ("batch_size", "clips_per_task", "rows_per_file", "window_seconds"):
             if getattr(self, name) < 1:
                 raise EmbedError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)!r}")
+        if self.actors < 0:
+            raise EmbedError(f"actors must be >= 0 (0: chosen from the cluster), got {self.actors!r}")
         if self.cpus_per_actor <= 0 or self.gpus_per_actor < 0:
             raise EmbedError(f"cpus-per-actor must be > 0 and gpus-per-actor >= 0, got {self.cpus_per_actor}, "
                              f"{self.gpus_per_actor}")
@@ -53,3 +58,18 @@ class EmbedConfig(Config):
         if self.frame_skip_tolerance < 1:
             raise EmbedError(f"frame-skip-tolerance must be >= 1 source frame, got {self.frame_skip_tolerance}")
 
+    @property
+    def decode_cpus(self) -> float:
+        """CPUs of one decode task. With CPU actors it equals an actor's, so Ray Data fuses the decode
+        into the actors: each actor decodes its own inputs and then runs the model, and no CPU is
+        held back for a decode stage. GPU actors leave the decode to CPU tasks of their own."""
+        return self.cpus_per_actor if self.gpus_per_actor == 0 else 1.0
+
+    def actors_for(self, cpus: float, gpus: float, spare_cpus: float = 0.0) -> int:
+        """The actor count to run on a cluster of ``cpus`` and ``gpus``: ``actors``, or when it is 0 as
+        many as fit beside ``spare_cpus`` CPUs for the stages that run in tasks of their own; at least 1."""
+        if self.actors:
+            return self.actors
+        if self.gpus_per_actor > 0:
+            return max(1, int(gpus // self.gpus_per_actor))
+        return max(1, int((cpus - spare_cpus) // self.cpus_per_actor))

@@ -10,7 +10,7 @@ checkpoint differs from that of a complete stream of the output is refused unles
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pipelines.ingest.config import IngestConfig
@@ -54,6 +54,21 @@ class EmbedSummary(StreamJobSummary):
         return "\n".join(lines)
 
 
+
+
+def with_actors_for_cluster(settings: EmbedConfig, clips_input: bool = False) -> EmbedConfig:
+    """``settings`` with the actor count resolved for the running cluster (``EmbedConfig.actors_for``),
+    checked to fit. Stages that run in tasks of their own keep a CPU: the decode beside GPU actors,
+    and Ray's Parquet read (file listing, reading) of a clips input, which no actor absorbs. From
+    videos, CPU actors decode their windows themselves and take every CPU."""
+    import ray
+
+    resources = ray.cluster_resources()
+    spare = 1.0 if settings.gpus_per_actor > 0 or clips_input else 0.0
+    actors = settings.actors_for(resources.get("CPU", 0.0), resources.get("GPU", 0.0), spare_cpus=spare)
+    check_capacity("actors", actors, settings.cpus_per_actor, settings.gpus_per_actor, EmbedError,
+                   spare_cpus=spare, spare_for="the decode and read tasks", hint="lower --actors or --cpus-per-actor")
+    return replace(settings, actors=actors)
 
 
 def run_embed(
@@ -113,8 +128,7 @@ def run_embed(
 
     if pending:
         ensure_ray(ray_address)
-        check_capacity("actors", settings.actors, settings.cpus_per_actor, settings.gpus_per_actor, EmbedError,
-                       spare_for="the decode tasks", hint="lower --actors or --cpus-per-actor")
+        settings = with_actors_for_cluster(settings, clips_input=clips is not None)
         store.makedirs(store.path())
         inputs: dict[str, Any] = {"clips": clips} if clips is not None else {"videos": list(videos or [])}
         store.write_json(store.path(CONFIG_FILE), {**model_record(scoring), "settings": settings.to_dict(),

@@ -7,8 +7,9 @@
       -> map_batches(ClipEmbedder, ActorPoolStrategy(actors))   one model per actor, GPU or CPU
       -> driver: ``score`` hands each stream's rows, in t order, to its ``StreamRun``.
 
-With CPU actors Ray Data fuses the decode into the actors (their resources match); with GPU
-actors the decode stays in CPU tasks and the actors only run the model. A crash that loses
+With CPU actors the decode tasks ask for an actor's CPUs, so Ray Data fuses them into the actors
+and every actor decodes its own windows (the pool fills the cluster: ``EmbedConfig.actors_for``);
+with GPU actors the decode stays in CPU tasks and the actors only run the model. A crash that loses
 blocks is caught by counting: a stream whose clips did not all come back fails.
 """
 
@@ -78,7 +79,7 @@ def clips_dataset(files: list[str], clips: str, shape: ClipShape, settings: Embe
         return None
     dataset = ray.data.read_parquet(files, columns=CLIP_COLUMNS, filesystem=OutputStore(clips).fs)
     return dataset.map_batches(clip_batch_rows, fn_kwargs={"shape": shape}, batch_size=settings.clips_per_task,
-                               batch_format="numpy", num_cpus=1)
+                               batch_format="numpy", num_cpus=settings.decode_cpus)
 
 
 def videos_dataset(items: list[dict[str, Any]], ingest: IngestConfig, shape: ClipShape, round_trip: bool = True):

@@ -29,7 +29,7 @@ from pipelines.media.storage import OutputStore
 from pipelines.runtime.manifest import StreamManifest
 from pipelines.score.config import EmbedConfig, EmbedError
 from pipelines.score.embeddings import embeddings_schema, read_embeddings
-from pipelines.score.job import run_embed
+from pipelines.score.job import run_embed, with_actors_for_cluster
 from pipelines.score.query import embed_video_file
 from pipelines.train.checkpoint import Position, build_model, load_model, save_checkpoint
 from pipelines.train.config import PretrainConfig
@@ -166,6 +166,7 @@ def test_schema_rows_parts_and_manifest(scored, clips_root, run_dir):
     record = json.loads((scored / "_embed_config.json").read_text())
     assert record["model"] == pattern.config["model"] and record["lam"] == LAM
     assert record["checkpoint"] == str(latest(run_dir).resolve())
+    assert record["settings"]["actors"] == 1  # actors 0 from clips: the tests' 2 CPUs less one for the read tasks
     assert not (scored / "_staging").exists()
 
 
@@ -290,6 +291,25 @@ def test_bad_input_is_refused_before_anything_is_written(clips_root, run_dir, ra
     with pytest.raises(EmbedError, match="batch-size must be >= 1"):
         EmbedConfig(batch_size=0)
     assert not out.exists()
+
+
+def test_the_actor_pool_fills_the_cluster_unless_told(ray_local):
+    assert EmbedConfig().actors_for(cpus=16, gpus=0) == 16
+    assert EmbedConfig(cpus_per_actor=4).actors_for(cpus=16, gpus=0) == 4
+    assert EmbedConfig(gpus_per_actor=1).actors_for(cpus=16, gpus=8) == 8
+    assert EmbedConfig(actors=3).actors_for(cpus=16, gpus=0) == 3
+    assert EmbedConfig().actors_for(cpus=16, gpus=0, spare_cpus=1) == 15
+    assert EmbedConfig().actors_for(cpus=1, gpus=0, spare_cpus=1) == 1
+    # CPU actors decode their own inputs (the decode tasks fuse into them); GPU actors leave it to CPU tasks
+    assert EmbedConfig(cpus_per_actor=2).decode_cpus == 2 and EmbedConfig(gpus_per_actor=1).decode_cpus == 1
+    assert with_actors_for_cluster(EmbedConfig()).actors == 2
+    assert with_actors_for_cluster(EmbedConfig(), clips_input=True).actors == 1
+    with pytest.raises(EmbedError, match="1 actors x 1 GPU need 1 GPUs; the cluster has 0"):
+        with_actors_for_cluster(EmbedConfig(gpus_per_actor=1))
+    with pytest.raises(EmbedError, match=r"3 actors x 1 CPU need 3 CPUs; the cluster has 2 \(lower --actors"):
+        with_actors_for_cluster(EmbedConfig(actors=3))
+    with pytest.raises(EmbedError, match="actors must be >= 0"):
+        EmbedConfig(actors=-1)
 
 
 def test_embed_video_file_in_process(scored, media, run_dir, tmp_path):
