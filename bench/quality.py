@@ -1,6 +1,6 @@
 """Quality benchmark: do trained encoders beat their random init, and does EPG beat TPG? Several seeds each.
 
-    python bench/quality.py                                   # the default table (about 140 min on 2 cores)
+    python bench/quality.py                                   # the default table (about 2 h 30 min on 2 cores)
     python bench/quality.py --methods random/residual,tpg/infonce/residual --seeds 0
     python bench/quality.py --methods random/raw,tpg/hadsell/raw@0   # a row with seed 0 only (@0+1: seeds 0 and 1)
     python bench/quality.py --epochs 3 --train-minutes 3 --eval-minutes 3 --seeds 0   # a quick look

@@ -142,7 +142,7 @@ def run_embed(
             pending = inspect_videos(pending, publisher, ingest, show_progress)
             dataset = videos_dataset(window_items(pending, ingest), ingest, shape, settings.jpeg_round_trip)
         scoring_began = time.perf_counter()
-        score(dataset, pending, scoring, settings, store, publisher, show_progress)
+        score(dataset, pending, scoring, settings, store, publisher, show_progress, per_window=clips is None)
         scoring_seconds = time.perf_counter() - scoring_began
         remove_empty_staging(store)
 

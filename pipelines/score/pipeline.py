@@ -97,8 +97,13 @@ def videos_dataset(items: list[dict[str, Any]], ingest: IngestConfig, shape: Cli
 
 
 def score(dataset: Any, plans: list[StreamPlan], scoring: ScoringModel, settings: EmbedConfig, store: OutputStore,
-           publisher: Publisher, show_progress: bool) -> None:
-    """Run the actor pool over the prepared rows and stream the results into per-stream parts."""
+           publisher: Publisher, show_progress: bool, per_window: bool = False) -> None:
+    """Run the actor pool over the prepared rows and stream the results into per-stream parts.
+
+    ``per_window`` (videos): an actor call takes one decoded window as it comes (the embedder still
+    runs the model ``batch_size`` clips at a time). Asking Ray Data for ``batch_size`` rows instead
+    would make it bundle upstream blocks until it has them, and the decode fused into the actor
+    would then run many windows in one actor while the others wait."""
     import ray
 
     runs = {p.stream_id: StreamRun(p, store, scoring, settings) for p in plans}
@@ -121,7 +126,7 @@ def score(dataset: Any, plans: list[StreamPlan], scoring: ScoringModel, settings
         ClipEmbedder,
         fn_constructor_kwargs={**scoring.actor_args(state), "num_gpus": settings.gpus_per_actor,
                                "num_cpus": settings.cpus_per_actor, "batch_size": settings.batch_size},
-        batch_size=settings.batch_size,
+        batch_size=None if per_window else settings.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=settings.actors),
         num_cpus=settings.cpus_per_actor,
