@@ -3,7 +3,7 @@
 Local:    python jobs/search.py --embeddings data/emb --query train:3600 --output reports/search
           [--mode both|audio|visual] [--k 5] [--exclusion 60] [--suppression 60] [--clips data/clips]
           [--labels data/synth/labels.parquet] [--start-time [STREAM=]ISO8601]
-          [--index auto|exact|approximate] [--approximate-from 250000] [--nprobe 32] [--index-cache DIR]
+          [--index auto|exact|approximate] [--approximate-from 250000] [--nprobe 16] [--index-cache DIR]
           python jobs/search.py --embeddings data/emb --video query.mp4 --checkpoint runs/epg1/checkpoint_step500 ...
 Cluster:  ray job submit --working-dir . -- python jobs/search.py --embeddings s3://bucket/emb ...
 --query is STREAM:SECONDS or STREAM:HH:MM:SS. Writes results.parquet/.json, contact_sheet.png/.html,

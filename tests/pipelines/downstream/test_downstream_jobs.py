@@ -246,7 +246,7 @@ def test_search_picks_the_approximate_index_by_size_and_caches_it(scene, tmp_pat
     assert len(cached[0].read_bytes()) > 1000
     summary, _ = search("visual", "--index", "approximate", "--index-cache", str(cache), "--mode", "visual")
     assert summary["index"]["cache"] == "written" and len(list(cache.glob("*.faiss"))) == 2  # one index per mode
-    assert SearchJobConfig.from_dict(read_json(tmp_path / "visual" / "config.json")).approximate.nprobe == 32
+    assert SearchJobConfig.from_dict(read_json(tmp_path / "visual" / "config.json")).approximate.nprobe == 16
 
 
 def test_search_bad_input_exits_2_naming_it(scene, tmp_path, capsys):
