@@ -232,8 +232,8 @@ def test_search_picks_the_approximate_index_by_size_and_caches_it(scene, tmp_pat
     cache = tmp_path / "cache"
     summary, hits = search("auto", "--approximate-from", "1000", "--index-cache", str(cache))
     assert summary["index"]["kind"] == "approximate" and summary["index"]["cache"] == "written"
-    assert summary["index"]["nlist"] == 27 and summary["index"]["nprobe"] == 27  # 1,080 rows: 39 per list
-    assert "approximate index IVF27 (nprobe 27" in capsys.readouterr().out
+    assert summary["index"]["nlist"] == 27 and summary["index"]["nprobe"] == 16  # 1,080 rows: 39 per list
+    assert "approximate index IVF27 (nprobe 16" in capsys.readouterr().out
     assert hits == exact_hits
     cached = list(cache.glob("*-both.faiss"))
     assert len(cached) == 1 and not list(cache.glob(".tmp-*"))
