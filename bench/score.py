@@ -105,10 +105,10 @@ def _load_forward(checkpoint: str, clips: str, batch: int, threads: int, sample:
     table = read_stream(clips, "train").slice(0, sample).to_pydict()
     decoded = decode_clips(table, stream_index={"train": 0}, frames_per_clip=shape.visual.frames,
                            n_mels=shape.audio.n_mels, logmel_frames=shape.audio.frames)
-    video = decoded["video"].reshape(-1, 2, *decoded["video"].shape[1:])
+    video, audio = decoded["video"].reshape(-1, 2, *decoded["video"].shape[1:]), decoded["audio"][::2]
     embedder = ClipEmbedder.in_process(scoring, batch_size=batch)
-    embedder.embed(video[:batch], decoded["audio"][::2][:batch])  # warm-up
-    _FORWARD.update(embedder=embedder, video=video, audio=decoded["audio"][::2])
+    embedder.embed(video[:batch], audio[:batch])  # warm-up
+    _FORWARD.update(embedder=embedder, video=video, audio=audio)
 
 
 def _time_forward(_: int) -> float:
