@@ -349,7 +349,8 @@ def evaluate(method: Method, seed: int, args: argparse.Namespace, data: dict[str
             scores_file.write_text(json.dumps(scores, indent=1))
         if missing_localize:
             localize_file.write_text(json.dumps(localization(embeddings, seed, args, data, work), indent=1))
-        shutil.rmtree(embeddings, ignore_errors=True)  # ~MBs per run; the metrics are what the tables need
+        if not args.keep_embeddings:
+            shutil.rmtree(embeddings, ignore_errors=True)  # ~MBs per run; the metrics are what the tables need
     out = json.loads(scores_file.read_text())
     if localize:
         out["localization"] = json.loads(localize_file.read_text())
@@ -448,6 +449,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--localize-methods", default=",".join(LOCALIZE_METHODS),
                         help="methods (of --methods) whose embeddings also train the localization heads")
     parser.add_argument("--cpsp-epochs", type=int, default=CPSPHeadConfig().epochs, help="CPSP head epochs")
+    parser.add_argument("--keep-embeddings", action="store_true",
+                        help="keep each run's embeddings (A and B) in its seed folder, e.g. to tune a downstream head")
     parser.add_argument("--write-results", action="store_true", help="also write the printed summary into its section of bench/RESULTS.md")
     args = parser.parse_args(argv)
     try:

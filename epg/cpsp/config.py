@@ -104,6 +104,10 @@ class CPSPLossConfig(Config):
     spsa_weight / spsa_temperature: L_spsa, fully supervised only (published 0.01 / 0.6).
     vpsa_weight / vpsa_margin / vpsa_negatives: L_vpsa, both settings
       (published 1 / 0.2 / 3 nearest other-class videos).
+    mil_presence_weight: weak supervision only: weight of L_mil's max-pooled presence
+      terms (``epg.cpsp.loss_mil``; 0 = the attention means alone), from epoch
+      ``mil_presence_from_epoch`` (0-based) on: the attention means first settle
+      which segments are events, and the presence terms then sharpen the classes.
     """
 
     avpsp_weight: float = 100.0
@@ -112,10 +116,13 @@ class CPSPLossConfig(Config):
     vpsa_weight: float = 1.0
     vpsa_margin: float = 0.2
     vpsa_negatives: int = 3
+    mil_presence_weight: float = 1.0
+    mil_presence_from_epoch: int = 3
 
     def __post_init__(self) -> None:
-        non_negative(self, "avpsp_weight", "spsa_weight", "vpsa_weight", "vpsa_margin")
+        non_negative(self, "avpsp_weight", "spsa_weight", "vpsa_weight", "vpsa_margin", "mil_presence_weight")
         positive(self, "spsa_temperature", "vpsa_negatives")
+        non_negative(self, "mil_presence_from_epoch")
 
 
 @dataclass(frozen=True)

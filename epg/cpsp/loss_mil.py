@@ -8,12 +8,18 @@ probabilities p_tc = sigmoid(category logit), c = 1..C (per segment: the
     b_c = Σ_t (1 − g_t) p_tc / Σ_t (1 − g_t)  what the closed segments say (background)
 
     L_mil = BCE(f, y) + β·BCE(b, 0) + π·BCE(event logits, all-event or all-background)
+            + w·[BCE(max_t g_t q_tc, y) + BCE(max_t (1 − g_t), β)]
 
 y ∈ {0, 1}^C are the classes present in the window and β ∈ {0, 1} whether it holds
 background (background as a class of its own in the video label, derived from
 per-second labels like y). The b term applies only to windows with background. π
 marks the windows whose label fixes every gate: no background means every segment
-is an event, and no class means every segment is background.
+is an event, and no class means every segment is background. The last two terms
+(weight w, ``CPSPLossConfig.mil_presence_weight``) are multiple-instance presence
+terms in the manner of the published code's max pooling, read per segment: with
+q_t = softmax over the C classes of segment t's category logits, a labelled class
+must be the dominant class of at least one open segment and an absent class of none,
+and a window with background must hold at least one closed segment.
 
 Why it localises: f must hold the window's classes and no other, so an open segment
 whose probabilities disagree with the label dilutes f and its gate is pushed shut;
@@ -40,7 +46,8 @@ def attention_pool(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 def mil_loss(event_logits: torch.Tensor, class_logits: torch.Tensor, video_labels: torch.Tensor,
              background: torch.Tensor) -> dict[str, torch.Tensor]:
     """event_logits [B, T], class_logits [B, T, C], video_labels [B, C] multi-hot, background [B] bool
-    -> {foreground, background, pinned} (each a mean over the batch's windows)."""
+    -> {foreground, background, pinned, class_presence, background_presence} (each a mean over the batch's
+    windows; the caller weighs the presence terms)."""
     if class_logits.dim() != 3 or class_logits.shape[:2] != event_logits.shape:
         raise ValueError(f"L_mil needs per-segment category logits [B, T, C] for events {list(event_logits.shape)}, "
                          f"got {list(class_logits.shape)}")
@@ -54,8 +61,13 @@ def mil_loss(event_logits: torch.Tensor, class_logits: torch.Tensor, video_label
     pinned = ~has_background | (labels.sum(dim=1) == 0)
     gate_target = (~has_background).to(event_logits.dtype).unsqueeze(1).expand_as(event_logits)
     pinned_loss = F.binary_cross_entropy_with_logits(event_logits, gate_target, reduction="none").mean(dim=1)
+    dominant = torch.softmax(class_logits, dim=-1)
+    class_presence = (gate.unsqueeze(-1) * dominant).amax(dim=1).clamp(EPS, 1 - EPS)
+    background_presence = (1 - gate).amax(dim=1).clamp(EPS, 1 - EPS)
     return {
         "foreground": F.binary_cross_entropy(foreground, labels),
         "background": (closed_loss * has_background).mean(),
         "pinned": (pinned_loss * pinned).mean(),
+        "class_presence": F.binary_cross_entropy(class_presence, labels),
+        "background_presence": F.binary_cross_entropy(background_presence, has_background.to(gate.dtype)),
     }

@@ -16,7 +16,9 @@ Weakly supervised loss (video labels only: the classes y ∈ {0, 1}^C and whethe
 the window holds background; ``segment`` category head):
     L = L_mil(event_logits, class_logits, y, background) + w_vpsa·L_vpsa
   L_mil (``epg.cpsp.loss_mil``): the class probabilities averaged over the open
-  segments must match y and those averaged over the closed ones must hold no class.
+  segments must match y and those averaged over the closed ones must hold no class;
+  with ``mil_presence_weight`` > 0, each labelled class must also dominate an open
+  segment (max-pooled over time), and a window with background must close one.
   The class of L_vpsa is the lowest labelled class of the video (−1 = none).
   Segment labels of the training split are not used.
 Metric: per-segment accuracy over all segments, background a class of its own
@@ -180,12 +182,15 @@ def fully_supervised_loss(out: CPSPOutput, segment_labels: torch.Tensor, config:
 
 
 def weakly_supervised_loss(out: CPSPOutput, video_labels: torch.Tensor, video_background: torch.Tensor,
-                           config: CPSPLossConfig) -> dict[str, torch.Tensor]:
-    """The weakly supervised objective and its parts (keys: loss, foreground, background, pinned, vpsa)."""
+                           config: CPSPLossConfig, epoch: int | None = None) -> dict[str, torch.Tensor]:
+    """The weakly supervised objective and its parts (keys: loss, foreground, background, pinned, class_presence,
+    background_presence, vpsa)."""
     terms = mil_loss(out.event_logits, out.class_logits, video_labels, video_background)
     terms["vpsa"] = vpsa_loss(out.fused, first_labelled_class(video_labels), config.vpsa_margin, config.vpsa_negatives)
+    presence = terms["class_presence"] + terms["background_presence"]
+    presence_weight = config.mil_presence_weight if epoch is None or epoch >= config.mil_presence_from_epoch else 0.0
     terms["loss"] = (terms["foreground"] + terms["background"] + terms["pinned"]
-                     + config.vpsa_weight * terms["vpsa"])
+                     + presence_weight * presence + config.vpsa_weight * terms["vpsa"])
     return terms
 
 
@@ -280,7 +285,7 @@ def train_cpsp(
         best_state: dict[str, torch.Tensor] | None = None
         best_epoch, best_acc = -1, -math.inf
         for epoch in range(tc.epochs):
-            train_loss.append(_train_epoch(model, optimizer, train, config, generator, device))
+            train_loss.append(_train_epoch(model, optimizer, train, config, generator, device, epoch))
             scheduler.step()
             acc = evaluate(model, val, tc.eval_batch_size, device)
             val_accuracy.append(acc)
@@ -297,7 +302,7 @@ def train_cpsp(
 
 
 def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: CPSPData, config: CPSPConfig,
-                 generator: torch.Generator, device: torch.device) -> dict[str, float]:
+                 generator: torch.Generator, device: torch.device, epoch: int) -> dict[str, float]:
     tc = config.train
     model.train()
     order = torch.randperm(len(data), generator=generator)
@@ -310,7 +315,7 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: CPSPD
             terms = fully_supervised_loss(out, data.segment_labels[index].to(device), config.loss)
         else:
             terms = weakly_supervised_loss(out, data.video_labels[index].to(device),
-                                           data.video_background[index].to(device), config.loss)
+                                           data.video_background[index].to(device), config.loss, epoch)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         if tc.grad_clip_norm is not None:

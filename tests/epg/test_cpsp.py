@@ -72,6 +72,7 @@ def toy():
         (lambda: CPSPModelConfig(local_heads=True), "CPSPModelConfig.local_heads"),
         (lambda: CPSPConfig(train=CPSPTrainConfig(supervision="weak")), "CPSPModelConfig.category_head"),
         (lambda: CPSPLossConfig(vpsa_margin=-1), "CPSPLossConfig.vpsa_margin"),
+        (lambda: CPSPLossConfig(mil_presence_weight=-1), "CPSPLossConfig.mil_presence_weight"),
         (lambda: CPSPLossConfig(spsa_temperature=0), "CPSPLossConfig.spsa_temperature"),
         (lambda: CPSPLossConfig(vpsa_negatives=0), "CPSPLossConfig.vpsa_negatives"),
         (lambda: CPSPTrainConfig(supervision="semi"), "CPSPTrainConfig.supervision"),
@@ -269,7 +270,8 @@ def test_weak_supervision_localises_nearly_as_well_as_full_supervision(toy, seed
         results[supervision] = train_cpsp(config, train, val, test)
     assert results["full"].test_accuracy >= 0.95
     assert results["weak"].test_accuracy >= 0.85
-    assert set(results["weak"].train_loss[0]) == {"loss", "foreground", "background", "pinned", "vpsa"}
+    assert set(results["weak"].train_loss[0]) == {"loss", "foreground", "background", "pinned", "class_presence",
+                                                   "background_presence", "vpsa"}
     always_background = float((test.segment_labels == C).float().mean())
     assert results["weak"].test_accuracy > always_background + 0.3
 

@@ -163,11 +163,19 @@ def test_mil_pools_class_probabilities_over_open_and_over_closed_segments():
     assert near(terms["foreground"], -math.log(0.65))
     assert near(terms["background"], -(math.log(1 - background[0]) + math.log(1 - background[1])) / 2)
     assert near(terms["pinned"], 0.0)  # a window with an event and background pins no gate
+    # presence: softmax t0 [.5, .5], t1 [.9, .1]; gated t0 [.25, .25], t1 [.675, .075]; max over t [.675, .25]
+    assert near(terms["class_presence"], -(math.log(0.675) + math.log(0.75)) / 2)
+    assert near(terms["background_presence"], -math.log(0.5))  # the most-closed segment: 1 - 0.5
     out = make_output(event, logits, torch.randn(1, 2, 4), torch.zeros(1, 2))
     weak = weakly_supervised_loss(out, torch.tensor([[1.0, 0.0]]), torch.tensor([True]),
-                                  CPSPLossConfig(vpsa_weight=1.0))
-    assert set(weak) == {"loss", "foreground", "background", "pinned", "vpsa"} and near(weak["vpsa"], 0.0)
-    assert near(weak["loss"], float(terms["foreground"] + terms["background"]))
+                                  CPSPLossConfig(vpsa_weight=1.0, mil_presence_weight=0.5))
+    assert set(weak) == {"loss", "foreground", "background", "pinned", "class_presence", "background_presence",
+                         "vpsa"} and near(weak["vpsa"], 0.0)
+    presence = terms["class_presence"] + terms["background_presence"]
+    assert near(weak["loss"], float(terms["foreground"] + terms["background"] + 0.5 * presence))
+    early = weakly_supervised_loss(out, torch.tensor([[1.0, 0.0]]), torch.tensor([True]),
+                                   CPSPLossConfig(mil_presence_weight=0.5, mil_presence_from_epoch=3), epoch=2)
+    assert near(early["loss"], float(terms["foreground"] + terms["background"]))  # presence joins at epoch 3
 
 
 def test_mil_pins_the_gates_of_windows_whose_label_fixes_them():
@@ -189,6 +197,20 @@ def test_mil_opens_the_gate_where_the_label_class_is_and_shuts_it_elsewhere():
     (terms["foreground"] + terms["background"]).backward()
     grad = event.grad[0]
     assert grad[0] < 0 and grad[1] > 0 and grad[2] > 0  # descent opens t0 and shuts t1 and t2
+
+
+def test_mil_presence_lets_each_labelled_class_claim_the_segment_most_like_it():
+    # a window labelled car and bus, both gates open; t0 leans to car, t1 to bus
+    event = torch.full((1, 2), 4.0)
+    logits = torch.tensor([[[0.2, 0.0], [0.0, 0.2]]], requires_grad=True)
+    terms = mil_loss(event, logits, torch.tensor([[1.0, 1.0]]), torch.tensor([False]))
+    terms["class_presence"].backward()
+    grad = logits.grad[0]
+    assert grad[0, 0] < 0 < grad[0, 1] and grad[1, 1] < 0 < grad[1, 0]  # descent sharpens t0 to car, t1 to bus
+    # the attention mean of sigmoids asks both segments for both classes instead
+    logits.grad = None
+    mil_loss(event, logits, torch.tensor([[1.0, 1.0]]), torch.tensor([False]))["foreground"].backward()
+    assert (logits.grad < 0).all()
 
 
 def test_mil_needs_per_segment_categories():
