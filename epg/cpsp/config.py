@@ -120,9 +120,9 @@ class CPSPLossConfig(Config):
     mil_presence_from_epoch: int = 3
 
     def __post_init__(self) -> None:
-        non_negative(self, "avpsp_weight", "spsa_weight", "vpsa_weight", "vpsa_margin", "mil_presence_weight")
+        non_negative(self, "avpsp_weight", "spsa_weight", "vpsa_weight", "vpsa_margin", "mil_presence_weight",
+                     "mil_presence_from_epoch")
         positive(self, "spsa_temperature", "vpsa_negatives")
-        non_negative(self, "mil_presence_from_epoch")
 
 
 @dataclass(frozen=True)
