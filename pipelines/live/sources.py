@@ -184,11 +184,19 @@ class RtspSource:
              str(run_dir / "seg-%09d.ts")],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+    def ended(self) -> str:
+        """Why the last ffmpeg run ended ("" when none ran since the last call, or it still runs)."""
+        if self.process is None or self.process.poll() is None:
+            return ""
+        code, self.process = self.process.returncode, None
+        return f"ffmpeg ended with exit code {code} (the stream ended or the camera is unreachable)"
+
     def poll(self, after: str) -> list[tuple[str, Path]]:
         """Complete segment files named after ``after`` (``start`` ffmpeg first, and again when it ended)."""
         return self.files.poll(after)
 
     def stop(self) -> None:
+        """Stop ffmpeg (the segments it wrote stay, for the watcher to drain)."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -196,3 +204,4 @@ class RtspSource:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self.process = None

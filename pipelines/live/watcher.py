@@ -208,8 +208,9 @@ class StreamWatcher:
                 break
             try:
                 if isinstance(self.reader, RtspSource) and not self.reader.alive():
-                    if self.stats.state != "starting":
-                        self.stats.reconnects += 1
+                    ended = self.reader.ended()
+                    if ended:  # its segments are drained by the next steps; retry after the backoff
+                        raise SourceError(f"{self.source}: {ended}")
                     self.reader.start()
                 done = self.step()
                 self.stats.state = "following"

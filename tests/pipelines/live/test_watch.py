@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, Thread
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -46,7 +47,7 @@ import watch as watch_cli  # noqa: E402
 CROP = 32  # ModelConfig.tiny's
 SECONDS = 40
 ANOMALIES = ("glass_break", "scream", "speeding_car")
-pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs Debian's ffmpeg (make system-deps)")
+SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with python3-gi: runs GStreamer's RTSP server (make system-deps)
 
 
 # -- footage and helpers -------------------------------------------------------------------
@@ -272,6 +273,53 @@ def test_a_source_outage_and_restart_is_a_gap_never_invented_frames(footage, ing
     assert_same_clips(table.slice(0, 6), ingested, range(6))
     again = table.slice(6).to_pydict()
     assert again["frames"] == ingested.slice(0, 6).column("frames").to_pylist()
+
+
+# -- RTSP from a real RTSP server ------------------------------------------------------------
+
+
+@pytest.fixture
+def rtsp_stream(footage, tmp_path):
+    """GStreamer's RTSP server on 127.0.0.1 serving 14 s of the footage re-encoded without B-frames (as IP
+    cameras stream: over RTP, B-frames carry no decode time, so they cannot be remuxed); the file too."""
+    video = tmp_path / "camera.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(footage["video"]), "-t", "14", "-c:v", "libx264", "-preset",
+                    "ultrafast", "-bf", "0", "-g", "10", "-c:a", "copy", str(video)], check=True, timeout=60)
+    port = free_port()
+    server = subprocess.Popen([SYSTEM_PYTHON, str(Path(__file__).with_name("rtsp_server.py")), str(video), str(port),
+                               "/cam6"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        yield f"rtsp://127.0.0.1:{port}/cam6", video
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_rtsp_stream_remuxed_by_ffmpeg_gives_the_clips_of_the_file(rtsp_stream, ray_local, tmp_path):
+    url, video = rtsp_stream
+    summary = run_ingest([str(video)], str(tmp_path / "ingested"), IngestConfig(crop_size=CROP), show_progress=False)
+    assert summary.ok, summary.format()
+    ingested = read_stream(str(tmp_path / "ingested"), "camera")
+    clips = tmp_path / "clips"
+    watcher = StreamWatcher(WatchConfig(sources=(url,), clips=str(clips), crop_size=CROP, poll_seconds=0.3,
+                                        settle_seconds=1.0, duration=60), 0)
+    assert watcher.stream_id == "127.0.0.1_cam6"
+    thread = follow(watcher)
+    try:
+        wait_for(lambda: watcher.stats.committed_until >= 8, 40, "8 committed seconds")
+    finally:
+        watcher.stop()
+        thread.join(20)
+    live = read_stream(str(clips), watcher.stream_id)
+    t = live.column("t").to_pylist()
+    assert t == list(range(t[0], t[0] + len(t))) and len(t) >= 8
+    # t = 0 is the first frame the watcher could decode (the camera's stream joins at a keyframe): the live
+    # seconds are the file's from some whole second on, frame for frame.
+    frames = ingested.column("frames").to_pylist()
+    offset = next(k for k in range(4) if frames[t[0] + k] == live.column("frames")[0].as_py())
+    assert_same_clips(live, ingested.slice(t[0] + offset, len(t)).set_column(
+        1, "t", pa.array(t, pa.int32())), t, frozenset({t[0], t[-1]}))
 
 
 # -- embeddings and alerts -----------------------------------------------------------------
