@@ -54,6 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backoff-max", type=float, default=d("backoff_max"))
     p.add_argument("--rtsp-segment-seconds", type=float, default=d("rtsp_segment_seconds"))
     p.add_argument("--crop-size", type=int, default=d("crop_size"), help="clips without --checkpoint")
+    p.add_argument("--cpus-per-watcher", type=float, default=d("cpus_per_watcher"),
+                   help="Ray CPUs per source's actor (e.g. 0.5: two cameras per core)")
     p.add_argument("--metrics-port", type=int, default=d("metrics_port"),
                    help="serve Prometheus metrics on 127.0.0.1:PORT (0: a free port)")
     p.add_argument("--duration", type=float, default=d("duration"), help="stop after this many seconds")
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             commit_margin=args.commit_margin, settle_seconds=args.settle_seconds, stall_seconds=args.stall_seconds,
             backoff_seconds=args.backoff_seconds, backoff_max=args.backoff_max,
             rtsp_segment_seconds=args.rtsp_segment_seconds, crop_size=args.crop_size,
-            metrics_port=args.metrics_port, duration=args.duration)
+            cpus_per_watcher=args.cpus_per_watcher, metrics_port=args.metrics_port, duration=args.duration)
     except WatchError as exc:
         print(f"watch: error: {exc}", file=sys.stderr)
         return 2

@@ -56,6 +56,7 @@ class WatchConfig(Config):
     backoff_seconds: float = 1.0  # first retry delay after a source error (doubles, up to backoff_max)
     backoff_max: float = 30.0
     rtsp_segment_seconds: float = 2.0  # rtsp: ffmpeg remuxes the stream into segments this long
+    cpus_per_watcher: float = 1.0  # Ray CPUs each source's actor asks for (a 320x180 camera needs far less than 1)
     metrics_port: int | None = None  # Prometheus endpoint on 127.0.0.1 (0: any free port; None: off)
     duration: float | None = None  # stop after this many seconds (None: until stopped)
     crop_size: int = 160  # clips when no checkpoint says otherwise
@@ -79,7 +80,8 @@ class WatchConfig(Config):
         if self.score not in SCORES:
             raise WatchError(f"--score must be one of {SCORES}, got {self.score!r}")
         for name in ("poll_seconds", "settle_seconds", "stall_seconds", "backoff_seconds", "backoff_max",
-                     "rtsp_segment_seconds", "shard_seconds", "window_seconds_max", "knn_k", "crop_size"):
+                     "rtsp_segment_seconds", "shard_seconds", "window_seconds_max", "knn_k", "crop_size",
+                     "cpus_per_watcher"):
             if not getattr(self, name) > 0:
                 raise WatchError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)!r}")
         if not (math.isfinite(self.sigma) and self.sigma >= 0) or self.knn_exclusion < 0 or self.commit_margin < 0:

@@ -108,7 +108,7 @@ def run_watch(config: WatchConfig, ray_address: str | None = None, show_progress
 
     began = time.monotonic()
     ensure_ray(ray_address)
-    actor_class = ray.remote(num_cpus=1, max_concurrency=2)(StreamWatcher)
+    actor_class = ray.remote(num_cpus=config.cpus_per_watcher, max_concurrency=2)(StreamWatcher)
     actors = [actor_class.remote(config, i) for i in range(len(config.sources))]
     runs = {i: actor.run.remote() for i, actor in enumerate(actors)}
     final: dict[int, dict] = {}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import tempfile
 import threading
@@ -31,6 +32,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.downstream.anomaly_job import AnomalyJobConfig, FittedScore, fit_score
 from pipelines.ingest.clip_table import clips_schema
@@ -64,6 +66,15 @@ def default_stream_id(source: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "stream"
 
 
+def resident_mb() -> float:
+    """This process's resident memory (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def default_embeddings(clips: str) -> str:
     """``<clips>-embeddings`` beside the clips root."""
     return clips.rstrip("/") + "-embeddings"
@@ -87,9 +98,13 @@ class WatchStats:
     webhook_failures: int = 0
     decode_seconds: float = 0.0
     score_seconds: float = 0.0
+    cpu_seconds: float = 0.0  # CPU time of this process (all its threads) since the watcher started
+    rss_mb: float = 0.0  # resident memory of this process now
+    rss_mb_after_minute: float | None = None  # ... once this run had committed its first minute (flat over hours?)
     lag_seconds: float | None = None  # behind the source: now − end of the last committed second (wall clock)
     last_error: str = ""
     lags: list[tuple[int, float, float | None]] = field(default_factory=list)  # (t, commit − arrival, commit − wall end)
+    startup_until: int | None = None  # the first commit of this run ends here (its seconds waited for start-up)
 
 
 class StreamWatcher:
@@ -103,6 +118,7 @@ class StreamWatcher:
         self._stop = threading.Event()
         self.stats = WatchStats(self.stream_id, self.source)
         self._lags: deque = deque(maxlen=LAG_SAMPLES)
+        self._cpu_at_start = time.process_time()
 
         self.scoring = self.embedder = None
         if config.checkpoint:
@@ -191,8 +207,8 @@ class StreamWatcher:
         from pipelines.ingest.clips_dataset import read_stream
 
         table = read_stream(self.config.clips, self.stream_id)
-        mask = pa.compute.greater_equal(table.column("t"), self.embeddings.committed_until)
-        self._embed_and_alert(table.filter(mask), self.next_t, send=False)
+        self._embed_and_alert(table.filter(pc.greater_equal(table.column("t"), self.embeddings.committed_until)),
+                              self.next_t, send=False)
 
     # ------------------------------------------------------------------ the loop
 
@@ -202,6 +218,7 @@ class StreamWatcher:
     def run(self) -> dict:
         """Follow the source until stopped, ended or ``config.duration``; the final stats."""
         began = time.monotonic()
+        self._cpu_at_start = time.process_time()
         backoff = self.config.backoff_seconds
         while not self._stop.is_set():
             if self.config.duration is not None and time.monotonic() - began >= self.config.duration:
@@ -251,6 +268,8 @@ class StreamWatcher:
     def report(self, lags: bool = True) -> dict:
         """The stats as a dict (with the per-commit lags when ``lags``)."""
         self.stats.lags = list(self._lags) if lags else []
+        self.stats.cpu_seconds = time.process_time() - self._cpu_at_start
+        self.stats.rss_mb = resident_mb()
         if self.sink is not None:
             self.stats.webhook_failures = self.sink.webhook_failures
         return asdict(self.stats)
@@ -372,7 +391,7 @@ class StreamWatcher:
         self.stats.committed_until = until
         self.stats.seconds_committed += n
         self.stats.rows = self.clips.manifest.rows
-        self._record_lag(until)
+        self._record_lag(t0, until)
         return n
 
     def _decode(self, t0: int, n: int) -> tuple[pa.Table | None, str]:
@@ -437,12 +456,18 @@ class StreamWatcher:
         epoch = self.chain[-1].epoch if self.chain else len(self.timeline.epochs) - 1
         return self.timeline.wall_clock(epoch, t) if epoch >= 0 else None
 
-    def _record_lag(self, until: int) -> None:
+    def _record_lag(self, t0: int, until: int) -> None:
+        """Per committed second: (t, now − when its last segment arrived, now − its end at the source)."""
         if not self.chain:
             return
         now = time.time()
         arrived = self.chain[-1].segment.arrived
-        wall_end = self._wall(until)
-        self._lags.append((until - 1, now - arrived, None if wall_end is None else now - wall_end))
-        self.stats.lag_seconds = None if wall_end is None else now - wall_end
+        for t in range(t0, until):
+            wall_end = self._wall(t + 1)
+            self._lags.append((t, now - arrived, None if wall_end is None else now - wall_end))
+            self.stats.lag_seconds = None if wall_end is None else now - wall_end
+        if self.stats.startup_until is None and until > t0:
+            self.stats.startup_until = until
+        if self.stats.rss_mb_after_minute is None and self.stats.seconds_committed >= 60:
+            self.stats.rss_mb_after_minute = resident_mb()
 
