@@ -5,8 +5,9 @@ files ordered by t and a manifest), with status ``live``. Each commit writes a s
 (atomically), then the manifest that lists it, so a reader (``complete_stream_files``,
 ``read_stream``) sees committed seconds only and a killed watcher loses nothing it committed.
 Once the small shards hold ``shard_seconds`` of footage they are merged into one file the same
-way (new file, then the manifest, then the small ones deleted); files that no manifest lists
-(a commit cut short) are removed when the stream is opened again.
+way (new file, then the manifest); the small ones are deleted at the next merge, so a reader
+that listed them just before still finds them. Files that no manifest lists (a commit cut
+short, merged shards) are removed when the stream is opened again.
 """
 
 from __future__ import annotations
@@ -37,9 +38,13 @@ class LiveAppender:
         if previous is not None and previous.status != STATUS_LIVE:
             raise ValueError(f"{self.dir}: stream {stream_id!r} exists and is not live ({previous.status}); "
                              "give the source another stream name")
+        if previous is not None and previous.source != source:
+            raise ValueError(f"{self.dir}: live stream {stream_id!r} follows {previous.source}, not {source}; "
+                             "give this source another stream name")
         if previous is None:
             previous = StreamManifest(stream_id, source, STATUS_LIVE, config_hash, config, committed_until=0)
         self.manifest = previous
+        self.retired: list[str] = []  # merged small shards, deleted at the next merge
         self.store.makedirs(self.dir)
         remove_temporaries(self.store, self.dir)
         keep_only(self.store, stream_id, self.manifest.files)
@@ -56,7 +61,12 @@ class LiveAppender:
             name = f"{SMALL_PREFIX}{first:09d}-{until:09d}.parquet"
             self.manifest.rows += self.store.write_parquet(f"{self.dir}/{name}", [table], self.schema, self.compression)
             self.manifest.files.append(name)
-        self.manifest.gaps += list(gaps)
+        for gap in gaps:  # a gap that continues the last one with the same reason extends it
+            last = self.manifest.gaps[-1] if self.manifest.gaps else None
+            if last is not None and last["end"] == gap["start"] and last["reason"] == gap["reason"]:
+                last["end"] = gap["end"]
+            else:
+                self.manifest.gaps.append(dict(gap))
         self.manifest.errors += list(errors)
         self.manifest.committed_until = until
         if state is not None:
@@ -66,7 +76,7 @@ class LiveAppender:
             self.compact()
 
     def _small_seconds(self) -> int:
-        spans = [_span(f) for f in self.manifest.files if f.startswith(SMALL_PREFIX)]
+        spans = [shard_span(f) for f in self.manifest.files if f.startswith(SMALL_PREFIX)]
         return spans[-1][1] - spans[0][0] if spans else 0
 
     def compact(self) -> None:
@@ -74,17 +84,18 @@ class LiveAppender:
         small = [f for f in self.manifest.files if f.startswith(SMALL_PREFIX)]
         if len(small) < 2:
             return
-        first, until = _span(small[0])[0], _span(small[-1])[1]
+        first, until = shard_span(small[0])[0], shard_span(small[-1])[1]
         name = f"part-{first:09d}-{until:09d}.parquet"
         tables = (pq.read_table(f"{self.dir}/{f}", filesystem=self.store.fs, schema=self.schema) for f in small)
         self.store.write_parquet(f"{self.dir}/{name}", tables, self.schema, self.compression)
         self.manifest.files = [f for f in self.manifest.files if not f.startswith(SMALL_PREFIX)] + [name]
         self.manifest.save(self.store)
-        for f in small:
+        for f in self.retired:
             self.store.delete_file(f"{self.dir}/{f}")
+        self.retired = small
 
 
-def _span(name: str) -> tuple[int, int]:
+def shard_span(name: str) -> tuple[int, int]:
     """(first t, until) of a shard named ``<prefix><first>-<until>.parquet``."""
     first, until = name.rsplit(".", 1)[0].split("-")[-2:]
     return int(first), int(until)

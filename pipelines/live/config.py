@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
 
 from epg.configs import Config
 from pipelines.downstream.anomaly_job import SCORES
 
 SOURCE_KINDS = ("hls", "rtsp", "dir")
+GENERIC_NAMES = {"index", "live", "playlist", "stream", "master", "chunklist", "prog_index", "mono", "main"}
 
 
 class WatchError(ValueError):
@@ -27,6 +31,29 @@ def source_kind(source: str) -> str:
     return "dir"
 
 
+def default_stream_id(source: str) -> str:
+    """A stream id from the source: the playlist's name (for index.m3u8-like names its folder's, or the host's),
+    the RTSP host and path, or the directory's name."""
+    if "://" in source:
+        url = urlparse(source)
+        parts = [p for p in url.path.split("/") if p]
+        if source_kind(source) == "hls":
+            stem = Path(parts[-1]).stem if parts else ""
+            if not stem or stem.lower() in GENERIC_NAMES:
+                stem = parts[-2] if len(parts) > 1 else (url.hostname or "stream")
+            name = stem
+        else:
+            name = "_".join([url.hostname or "rtsp", *parts])
+    else:
+        name = Path(source.rstrip("/")).name
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "stream"
+
+
+def stream_ids(config: "WatchConfig") -> tuple[str, ...]:
+    """Each source's stream id (``config.streams``, or from the source)."""
+    return config.streams or tuple(default_stream_id(s) for s in config.sources)
+
+
 @dataclass(frozen=True)
 class WatchConfig(Config):
     """One watcher run: its sources, where clips/embeddings/alerts go, and how it follows and scores.
@@ -40,7 +67,7 @@ class WatchConfig(Config):
     clips: str
     streams: tuple[str, ...] = ()
     checkpoint: str | None = None
-    embeddings: str | None = None  # default: <clips>/../embeddings-live next to the clips
+    embeddings: str | None = None  # default: <clips>-embeddings beside the clips root
     reference: str | None = None  # embeddings root of normal footage: the anomaly threshold is fitted on it
     alerts: str | None = None  # JSON lines file of alerts
     webhook: str | None = None  # each alert line is also POSTed here
@@ -71,6 +98,10 @@ class WatchConfig(Config):
             raise WatchError(f"--stream: {len(self.streams)} names for {len(self.sources)} sources")
         for source in self.sources:
             source_kind(source)
+        ids = stream_ids(self)
+        if len(set(ids)) != len(ids):
+            twice = sorted({i for i in ids if ids.count(i) > 1})
+            raise WatchError(f"--source: two sources would write stream(s) {twice}; name each with --stream")
         if not self.clips:
             raise WatchError("--clips: name the clips root")
         if self.reference and not self.checkpoint:

@@ -15,10 +15,10 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
-from pipelines.live.config import WatchConfig
-from pipelines.live.watcher import StreamWatcher, default_embeddings
+from pipelines.live.config import WatchConfig, stream_ids
+from pipelines.live.watcher import StreamWatcher, WatchStats, default_embeddings
 from pipelines.runtime.cluster import ensure_ray
 
 RESTART_PAUSE_SECONDS = 2.0
@@ -95,11 +95,7 @@ def progress_line(stats: list[dict]) -> str:
 
 
 def _unstarted(config: WatchConfig, i: int) -> dict:
-    from pipelines.live.watcher import WatchStats, default_stream_id
-    from dataclasses import asdict
-
-    sid = config.streams[i] if config.streams else default_stream_id(config.sources[i])
-    return asdict(WatchStats(sid, config.sources[i]))
+    return asdict(WatchStats(stream_ids(config)[i], config.sources[i]))
 
 
 def run_watch(config: WatchConfig, ray_address: str | None = None, show_progress: bool = True) -> WatchSummary:
@@ -144,6 +140,8 @@ def run_watch(config: WatchConfig, ray_address: str | None = None, show_progress
                         continue
                     print(f"[watch] {config.sources[i]}: watcher died ({type(exc).__name__}); restarting",
                           file=sys.stderr)
+                    ray.kill(actors[i], no_restart=True)  # a task error leaves the actor alive
+                    last.pop(i, None)  # the new actor counts its own seconds from 0
                     time.sleep(RESTART_PAUSE_SECONDS)
                     actors[i] = actor_class.remote(config, i)
                     runs[i] = actors[i].run.remote()

@@ -18,17 +18,17 @@ manifest with the reason, and a corrupt segment's name and error are in its erro
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import os
-import re
+import shutil
 import tempfile
 import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import pyarrow as pa
@@ -40,30 +40,13 @@ from pipelines.ingest.config import IngestConfig
 from pipelines.ingest.window import WindowTask, window_clips
 from pipelines.live.alerts import AlertSink, AlertTracker
 from pipelines.live.appender import LiveAppender
-from pipelines.live.config import WatchConfig, source_kind
+from pipelines.live.config import WatchConfig, source_kind, stream_ids
 from pipelines.live.sources import HlsSource, RtspSource, Segment, SegmentDirSource, SourceError
 from pipelines.live.timeline import HOLE_SECONDS, Placed, StreamTimeline
 from pipelines.media.info import MediaError, inspect_video
 
 LEAD_SECONDS = 1.0  # media decoded before a cut's first second (the decoder's and resampler's warm-up)
-GENERIC_NAMES = {"index", "live", "playlist", "stream", "master", "chunklist", "prog_index", "mono", "main"}
 LAG_SAMPLES = 10_000
-
-
-def default_stream_id(source: str) -> str:
-    """A stream id from the source: the playlist's name (its folder's for index.m3u8-like names), the
-    RTSP host and path, or the directory's name."""
-    if "://" in source:
-        url = urlparse(source)
-        parts = [p for p in url.path.split("/") if p]
-        if source_kind(source) == "hls":
-            stem = Path(parts[-1]).stem if parts else url.hostname or "stream"
-            name = parts[-2] if stem.lower() in GENERIC_NAMES and len(parts) > 1 else stem
-        else:
-            name = "_".join([url.hostname or "rtsp", *parts])
-    else:
-        name = Path(source.rstrip("/")).name
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "stream"
 
 
 def resident_mb() -> float:
@@ -114,7 +97,7 @@ class StreamWatcher:
         self.config = config
         self.source = config.sources[index]
         self.kind = source_kind(self.source)
-        self.stream_id = config.streams[index] if config.streams else default_stream_id(self.source)
+        self.stream_id = stream_ids(config)[index]
         self._stop = threading.Event()
         self.stats = WatchStats(self.stream_id, self.source)
         self._lags: deque = deque(maxlen=LAG_SAMPLES)
@@ -139,13 +122,14 @@ class StreamWatcher:
         self.embeddings = self._embeddings_appender() if self.scoring else None
         state = self.clips.manifest.live or {}
         self.timeline = StreamTimeline.from_state(state.get("epochs", []))
-        self.released = state.get("released", -1 if self.kind == "hls" else "")
+        self.released = str(state.get("released", ""))  # key of the last segment no longer needed
         self.generation = int(state.get("generation", 0))
         self.next_t = self.clips.committed_until
         self.chain: list[Placed] = []
         self.hole_reason = ""
         self.ended = False
         self.last_segment_at = time.monotonic()
+        self.last_segment_seconds = 0.0
 
         self.spool = self._spool_dir()
         self.reader = self._reader()
@@ -192,6 +176,9 @@ class StreamWatcher:
         from pipelines.score.embeddings import read_embeddings
 
         reference = read_embeddings(self.config.reference)
+        if self.stream_id in reference.streams:
+            raise ValueError(f"--reference {self.config.reference!r} has a stream {self.stream_id!r} too; "
+                             "give the live source another --stream name")
         if reference.model != self.scoring.model_id:
             raise ValueError(f"--reference {self.config.reference!r} was scored with model {reference.model}, "
                              f"the checkpoint is {self.scoring.model_id}; score the reference with this checkpoint")
@@ -204,11 +191,16 @@ class StreamWatcher:
         """Seconds committed as clips but not yet as embeddings (a watcher stopped between the two)."""
         if self.embeddings is None or self.embeddings.committed_until >= self.next_t:
             return
-        from pipelines.ingest.clips_dataset import read_stream
+        import pyarrow.parquet as pq
 
-        table = read_stream(self.config.clips, self.stream_id)
-        self._embed_and_alert(table.filter(pc.greater_equal(table.column("t"), self.embeddings.committed_until)),
-                              self.next_t, send=False)
+        from pipelines.live.appender import shard_span
+
+        start = self.embeddings.committed_until
+        names = [f for f in self.clips.manifest.files if shard_span(f)[1] > start]
+        tables = [pq.read_table(f"{self.clips.dir}/{f}", filesystem=self.clips.store.fs) for f in names]
+        if tables:
+            table = pa.concat_tables(tables).sort_by("t")
+            self._embed_and_alert(table.filter(pc.greater_equal(table.column("t"), start)), self.next_t, send=False)
 
     # ------------------------------------------------------------------ the loop
 
@@ -216,38 +208,42 @@ class StreamWatcher:
         self._stop.set()
 
     def run(self) -> dict:
-        """Follow the source until stopped, ended or ``config.duration``; the final stats."""
+        """Follow the source until stopped, ended or ``config.duration``; the final stats. A source that fails
+        (an HTTP or file-system error, a stalled playlist, ffmpeg gone) is retried with backoff."""
         began = time.monotonic()
         self._cpu_at_start = time.process_time()
         backoff = self.config.backoff_seconds
-        while not self._stop.is_set():
-            if self.config.duration is not None and time.monotonic() - began >= self.config.duration:
-                break
-            try:
-                if isinstance(self.reader, RtspSource) and not self.reader.alive():
-                    ended = self.reader.ended()
-                    if ended:  # its segments are drained by the next steps; retry after the backoff
-                        raise SourceError(f"{self.source}: {ended}")
-                    self.reader.start()
-                done = self.step()
-                self.stats.state = "following"
-                backoff = self.config.backoff_seconds
-                if self.ended:
-                    self.stats.state = "ended"
+        try:
+            while not self._stop.is_set():
+                if self.config.duration is not None and time.monotonic() - began >= self.config.duration:
                     break
-                if time.monotonic() - self.last_segment_at > self.config.stall_seconds:
-                    raise SourceError(f"{self.source}: no new segment for {self.config.stall_seconds:.0f} s")
-                if not done:
-                    self._stop.wait(self.config.poll_seconds)
-            except SourceError as exc:
-                self.stats.state, self.stats.last_error = "retrying", str(exc)
-                self.stats.reconnects += 1
-                if isinstance(self.reader, RtspSource):
-                    self.reader.stop()
-                self.last_segment_at = time.monotonic()
-                self._stop.wait(backoff)
-                backoff = min(2 * backoff, self.config.backoff_max)
-        self.close()
+                try:
+                    if isinstance(self.reader, RtspSource) and not self.reader.alive():
+                        ended = self.reader.ended()
+                        if ended:  # its segments are drained by the next steps; retry after the backoff
+                            raise SourceError(f"{self.source}: {ended}")
+                        self.reader.start()
+                    done = self.step()
+                    self.stats.state = "following"
+                    backoff = self.config.backoff_seconds
+                    if self.ended:
+                        self.stats.state = "ended"
+                        break
+                    stall = max(self.config.stall_seconds, 3 * self.last_segment_seconds)
+                    if time.monotonic() - self.last_segment_at > stall:
+                        raise SourceError(f"{self.source}: no new segment for {stall:.0f} s")
+                    if not done:
+                        self._stop.wait(self.config.poll_seconds)
+                except (SourceError, OSError, http.client.HTTPException) as exc:
+                    self.stats.state, self.stats.last_error = "retrying", f"{type(exc).__name__}: {exc}"
+                    self.stats.reconnects += 1
+                    if isinstance(self.reader, RtspSource):
+                        self.reader.stop()
+                    self.last_segment_at = time.monotonic()
+                    self._stop.wait(backoff)
+                    backoff = min(2 * backoff, self.config.backoff_max)
+        finally:
+            self.close()
         return self.report()
 
     def step(self) -> int:
@@ -266,80 +262,116 @@ class StreamWatcher:
                 appender.compact()
 
     def report(self, lags: bool = True) -> dict:
-        """The stats as a dict (with the per-commit lags when ``lags``)."""
-        self.stats.lags = list(self._lags) if lags else []
-        self.stats.cpu_seconds = time.process_time() - self._cpu_at_start
-        self.stats.rss_mb = resident_mb()
+        """The stats as a new dict (with the per-second lags when ``lags``); safe from another thread."""
+        stats = asdict(self.stats)
+        stats["lags"] = list(self._lags) if lags else []
+        stats["cpu_seconds"] = time.process_time() - self._cpu_at_start
+        stats["rss_mb"] = resident_mb()
+        wall_end = self._wall(self.stats.committed_until)
+        stats["lag_seconds"] = None if wall_end is None or not self.stats.seconds_committed else time.time() - wall_end
         if self.sink is not None:
-            self.stats.webhook_failures = self.sink.webhook_failures
-        return asdict(self.stats)
+            stats["webhook_failures"] = self.sink.webhook_failures
+        return stats
 
     # ------------------------------------------------------------------ segments
 
+    def _newest(self) -> str:
+        """Key of the newest segment read (released or held)."""
+        return max([self.released] + [p.segment.key for p in self.chain])
+
     def _poll(self) -> list[Segment]:
-        if isinstance(self.reader, HlsSource):
-            newest = max([self.released] + [p.segment.sequence for p in self.chain])
+        if not isinstance(self.reader, HlsSource):
+            return self.reader.poll(self._newest())
+        newest = int(self._newest() or -1)
+        found = self.reader.poll(newest)
+        if found.last_sequence is not None and found.last_sequence < newest - found.listed:
+            # The playlist starts again far below what was read: the source restarted. Its segments go to a
+            # new spool folder (the numbers repeat) and the first one opens a new epoch; what the old run
+            # delivered is complete.
+            self._cut(final=True, closing=True)
+            self._release_all()
+            shutil.rmtree(self.reader.spool, ignore_errors=True)
+            self.generation += 1
+            self.reader = HlsSource(self.source, str(self.spool / f"hls-{self.generation:04d}"))
+            self.released, newest = "", -1
             found = self.reader.poll(newest)
-            if found.last_sequence is not None and found.last_sequence < newest:
-                # The playlist starts again from a lower sequence: the source restarted. Its segments go to a
-                # new spool folder (the numbers repeat) and the first one opens a new epoch; what the old run
-                # delivered is complete.
-                self._cut(final=True)
-                self._release_all()
-                self.generation += 1
-                self.reader = HlsSource(self.source, str(self.spool / f"hls-{self.generation:04d}"))
-                self.released = -1
-                found = self.reader.poll(self.released)
-                if found.segments:
-                    found.segments[0] = replace(found.segments[0], discontinuity=True)
-            self.ended = found.ended
-            return found.segments
-        after = self.released
-        if self.chain:
-            after = max(after, self.chain[-1].segment.name)
-        files = self.reader.poll(after)
-        now = time.time()
-        return [Segment(-1, name, str(path), arrived=now) for name, path in files]
+            if found.segments:
+                found.segments[0] = replace(found.segments[0], discontinuity=True)
+        elif found.segments and newest >= 0 and found.segments[0].sequence > newest + 1:
+            self.hole_reason = (f"segments {newest + 1}-{found.segments[0].sequence - 1} expired from the playlist "
+                                "before the watcher read them")
+        self.ended = found.ended
+        return found.segments
 
     def _add(self, segment: Segment) -> None:
-        """Inspect and place a new segment; a corrupt one is recorded and leaves a hole."""
+        """Inspect and place a new segment; one that cannot be read is recorded and leaves a hole."""
         self.stats.segments += 1
         self.last_segment_at = time.monotonic()
-        try:
-            info = inspect_video(segment.path, min_seconds=0.0)
-        except MediaError as exc:
+        problem, info = segment.error, None
+        if not problem:
+            try:
+                info = inspect_video(segment.path, min_seconds=0.0)
+            except MediaError as exc:
+                problem = exc.reason
+        if info is None:
             self.stats.segment_failures += 1
-            self.hole_reason = f"segment {segment.name}: {exc.reason}"
-            self.clips.manifest.errors.append(self.hole_reason)
-            self._release(segment)
+            self.hole_reason = f"segment {segment.name}: {problem}"
+            self._error(self.hole_reason)
+            self._drop(segment)
             return
+        self.last_segment_seconds = info.duration
+        resuming = not self.chain
         after = self.chain[-1].end if self.chain else float(self.next_t)
-        placed = self.timeline.place(segment, info, after)
+        placed = self.timeline.place(segment, info, after, segment.key, resuming)
         if self.chain:
             last = self.chain[-1]
-            if placed.epoch != last.epoch or placed.start > last.end + HOLE_SECONDS or not (placed.joins and last.joins):
-                self._cut(final=True)
+            if placed.epoch is not last.epoch or placed.start > last.end + HOLE_SECONDS or not (placed.joins and last.joins):
+                self._cut(final=True, closing=True)
                 self._release_all()
+        elif placed.end <= self.next_t - LEAD_SECONDS:  # read again on resume, before the lead-in: not needed
+            self._release(segment)
+            return
         self.chain.append(placed)
+
+    def _error(self, message: str) -> None:
+        """A problem for the manifest (the same one read again on resume is not repeated; the last 1000 kept)."""
+        errors = self.clips.manifest.errors
+        if message not in errors[-20:]:
+            errors.append(message)
+            del errors[:-1000]
+
+    def _drop(self, segment: Segment) -> None:
+        """A segment that cannot be used: its file goes; a resumed watcher skips it unless older ones are held."""
+        if isinstance(self.reader, HlsSource):
+            self.reader.release(segment)
+        elif isinstance(self.reader, RtspSource):
+            Path(segment.path).unlink(missing_ok=True)
+        if not self.chain:
+            self.released = max(self.released, segment.key)
 
     def _release(self, segment: Segment) -> None:
         if isinstance(self.reader, HlsSource):
             self.reader.release(segment)
-            self.released = max(self.released, segment.sequence)
-        else:
-            if isinstance(self.reader, RtspSource):
-                Path(segment.path).unlink(missing_ok=True)
-            self.released = max(self.released, segment.name)
+        elif isinstance(self.reader, RtspSource):
+            Path(segment.path).unlink(missing_ok=True)
+        self.released = max(self.released, segment.key)
 
     def _release_all(self) -> None:
         for placed in self.chain:
             self._release(placed.segment)
         self.chain = []
 
+    def _releasable(self, until: int) -> list[Placed]:
+        """The held segments no cut after ``until`` needs (its lead-in and the newest one stay)."""
+        keep = [p for p in self.chain if p.end > until - LEAD_SECONDS] or self.chain[-1:]
+        return self.chain[: len(self.chain) - len(keep)]
+
     # ------------------------------------------------------------------ cutting
 
-    def _cut(self, final: bool) -> int:
-        """Commit every whole second the chain covers (all of them when ``final``); the seconds committed."""
+    def _cut(self, final: bool, closing: bool = False) -> int:
+        """Commit every whole second the chain covers (all of them when ``final``); the seconds committed.
+        ``closing``: the chain ends here (a hole or a new epoch follows), and the reason of that hole waits for
+        the next chain."""
         if not self.chain:
             return 0
         gaps = []
@@ -349,7 +381,8 @@ class StreamWatcher:
             gaps.append({"start": self.next_t, "end": first, "reason": reason})
             self.stats.gap_seconds += first - self.next_t
             self.next_t = first
-            self.hole_reason = ""
+        if not closing:
+            self.hole_reason = ""  # used by this gap, or stale (nothing was missed)
         end = self.chain[-1].end
         until = math.floor(end + 1e-3) if final else math.floor(end - self.config.commit_margin)
         committed = 0
@@ -359,10 +392,10 @@ class StreamWatcher:
             gaps = []
             if n == 0:
                 break
-        keep = [p for p in self.chain if p.end > self.next_t - LEAD_SECONDS] or self.chain[-1:]
-        for placed in self.chain[: len(self.chain) - len(keep)]:
+        done = self._releasable(self.next_t)
+        for placed in done:
             self._release(placed.segment)
-        self.chain = keep
+        self.chain = self.chain[len(done):]
         return committed
 
     def _commit(self, t0: int, n: int, gaps: list[dict]) -> int:
@@ -375,13 +408,14 @@ class StreamWatcher:
             if table is None:
                 gaps = gaps + [{"start": t0, "end": t0 + n, "reason": error}]
                 self.stats.gap_seconds += n
-                self.clips.manifest.errors.append(error)
+                self._error(error)
         until = t0 + n
         if table is not None:
             self._embed_and_alert(table, until, send=True)
         elif self.tracker is not None and gaps:
             self._send(self.tracker.update([until + 1], [-math.inf], self._wall))  # a gap ends an open event
-        state = {"epochs": self.timeline.to_state(), "released": self.released, "generation": self.generation,
+        resume = max([self.released] + [p.segment.key for p in self._releasable(until)])  # as it will be after this cut
+        state = {"epochs": self.timeline.to_state(), "released": resume, "generation": self.generation,
                  "alert": self.tracker.state() if self.tracker else None}
         self.clips.commit(table, until, gaps, state)
         if self.embeddings is not None and self.embeddings.committed_until < until:
@@ -397,18 +431,20 @@ class StreamWatcher:
     def _decode(self, t0: int, n: int) -> tuple[pa.Table | None, str]:
         pieces = [p for p in self.chain if p.end > t0 - LEAD_SECONDS and p.start < t0 + n + 0.5] or self.chain[-1:]
         names = ", ".join(p.segment.name for p in pieces)
-        if pieces[0].joins:
-            chunk = self.spool / "chunk.ts"
-            with open(chunk, "wb") as out:
-                for p in pieces:
-                    with open(p.segment.path, "rb") as handle:
-                        out.write(handle.read())
-        else:
-            chunk = Path(pieces[-1].segment.path)
         try:
-            info = self.timeline.chunk_info(inspect_video(str(chunk), min_seconds=0.0), pieces[0].epoch)
+            if pieces[0].joins:
+                chunk = self.spool / "chunk.ts"
+                with open(chunk, "wb") as out:
+                    for p in pieces:
+                        with open(p.segment.path, "rb") as handle:
+                            out.write(handle.read())
+            else:
+                chunk = Path(pieces[-1].segment.path)
+            info = self.timeline.chunk_info(inspect_video(str(chunk), min_seconds=0.0), pieces[0].epoch, near=t0)
         except MediaError as exc:
             return None, f"seconds {t0}-{t0 + n} (segments {names}): {exc.reason}"
+        except OSError as exc:  # e.g. the NVR's retention deleted a file the watcher was still behind on
+            return None, f"seconds {t0}-{t0 + n} (segments {names}): {type(exc).__name__}: {exc}"
         task = WindowTask(self.stream_id, str(chunk), t0, n, "", json.dumps(info.to_dict()))
         table, result = window_clips(task, self.ingest)
         if table is None:
@@ -453,8 +489,8 @@ class StreamWatcher:
             self.stats.alerts += line["kind"] == "start"
 
     def _wall(self, t: float) -> float | None:
-        epoch = self.chain[-1].epoch if self.chain else len(self.timeline.epochs) - 1
-        return self.timeline.wall_clock(epoch, t) if epoch >= 0 else None
+        epoch = self.chain[-1].epoch if self.chain else self.timeline.current
+        return epoch.wall_clock(t) if epoch is not None else None
 
     def _record_lag(self, t0: int, until: int) -> None:
         """Per committed second: (t, now − when its last segment arrived, now − its end at the source)."""

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+import os
 import shutil
 import socket
 import subprocess
@@ -14,6 +16,7 @@ import sys
 import threading
 import time
 import urllib.request
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -28,10 +31,10 @@ from pipelines.ingest.clips_dataset import complete_stream_files, read_stream
 from pipelines.ingest.config import IngestConfig
 from pipelines.ingest.job import run_ingest
 from pipelines.live.alerts import AlertTracker
-from pipelines.live.config import WatchConfig, WatchError
+from pipelines.live.config import WatchConfig, WatchError, default_stream_id
 from pipelines.live.sources import Segment
 from pipelines.live.timeline import StreamTimeline
-from pipelines.live.watcher import StreamWatcher, default_stream_id
+from pipelines.live.watcher import StreamWatcher
 from pipelines.media.info import inspect_video
 from pipelines.media.storage import OutputStore
 from pipelines.runtime.manifest import STATUS_LIVE, StreamManifest
@@ -197,7 +200,9 @@ def test_rolling_segments_give_the_clips_of_ingest_and_a_restart_resumes(footage
 def test_a_corrupt_segment_fails_that_segment_only(footage, ingested, tmp_path):
     pieces = segments_of(footage["video"], tmp_path / "cam8")
     broken = pieces[5]
-    broken.write_bytes(b"\x00garbage" * 5000)
+    written = broken.stat()
+    broken.write_bytes(b"\x00garbage" * 5000)  # damaged as it was written: in its place in the write order
+    os.utime(broken, ns=(written.st_atime_ns, written.st_mtime_ns))
     clips = tmp_path / "clips"
     drain(dir_config(tmp_path / "cam8", clips))
     manifest = manifest_of(clips, "cam8")
@@ -480,6 +485,9 @@ def test_stream_ids_from_sources():
     assert default_stream_id("https://h/x/north.m3u8") == "north"
     assert default_stream_id("rtsp://10.0.0.5:554/stream1") == "10.0.0.5_stream1"
     assert default_stream_id("/mnt/nvr/cam 2/") == "cam_2"
+    assert default_stream_id("http://10.0.0.7/index.m3u8") == "10.0.0.7"
+    with pytest.raises(WatchError, match="10.0.0.7"):
+        WatchConfig(sources=("http://10.0.0.7/live.m3u8", "http://10.0.0.7/index.m3u8"), clips="c")
 
 
 def test_alert_tracker_opens_once_closes_on_a_quiet_second_or_a_gap_and_resumes():
@@ -496,8 +504,27 @@ def test_alert_tracker_opens_once_closes_on_a_quiet_second_or_a_gap_and_resumes(
 def test_a_restarted_clock_opens_an_epoch_after_the_wall_clock_gap(footage):
     info = inspect_video(str(footage["video"]))
     timeline = StreamTimeline()
-    first = timeline.place(Segment(0, "a", "a", 2.0, program_time=1000.0), info, 0.0)
-    assert first.epoch == 0 and first.first_whole_second == 0
-    later = timeline.place(Segment(1, "b", "b", 2.0, program_time=1050.0, discontinuity=True), info, first.end)
-    assert later.epoch == 1 and later.first_whole_second == 50  # 50 s of wall clock later
-    assert timeline.wall_clock(1, 50) == pytest.approx(1050.0)
+    first = timeline.place(Segment(0, "a", "a", 2.0, program_time=1000.0), info, 0.0, "a", resuming=True)
+    assert first.first_whole_second == 0
+    later = timeline.place(Segment(1, "b", "b", 2.0, program_time=1050.0, discontinuity=True), info, first.end, "b",
+                           resuming=False)
+    assert later.epoch is not first.epoch and later.first_whole_second == 50  # 50 s of wall clock later
+    assert later.epoch.wall_clock(50) == pytest.approx(1050.0)
+    # A resumed watcher reading the segment that opened the epoch again keeps it there (no new epoch).
+    again = StreamTimeline.from_state(timeline.to_state())
+    reread = again.place(Segment(1, "b", "b", 2.0, program_time=1050.0, discontinuity=True), info, 51.0, "b",
+                         resuming=True)
+    assert reread.first_whole_second == 50 and len(again.epochs) == 2
+    # An NVR that writes each file from 0 again: each file follows the one before, not on top of it.
+    nvr = StreamTimeline()
+    one = nvr.place(Segment(-1, "1", "1", arrived=1000.0 + info.duration), info, 0.0, "1", resuming=True)
+    two = nvr.place(Segment(-1, "2", "2", arrived=1000.0 + 2 * info.duration), info, one.end, "2", resuming=False)
+    assert two.first_whole_second == math.ceil(one.end - 1e-3)
+
+
+def test_an_mpegts_clock_that_wraps_after_26_hours_stays_in_its_epoch(footage):
+    info = inspect_video(str(footage["video"]))
+    wrap = 2**33 / 90_000
+    epoch = StreamTimeline().place(Segment(0, "a", "a"), replace(info, wrap_seconds=wrap), 0.0, "a", True).epoch
+    assert epoch.seconds(epoch.origin + 20 * 3600, near=20 * 3600) == pytest.approx(20 * 3600)
+    assert epoch.seconds((epoch.origin + 30 * 3600) % wrap, near=30 * 3600 - 2) == pytest.approx(30 * 3600)
