@@ -7,7 +7,6 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-CHROMIUM ?= /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 export RAY_AUTH_MODE ?= disabled
 
@@ -21,22 +20,24 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-# Debian's chromium (headless) renders the report in tests/test_main_job.py; installed once, as root.
+# Debian packages the tests use, installed once, as root: chromium (headless) renders the report in
+# tests/test_main_job.py; ffmpeg publishes the live tests' HLS streams and writes rolling segments, and the
+# watcher remuxes RTSP with it; GStreamer's RTSP server (run by the system python3) serves their RTSP stream.
+SYSTEM_PACKAGES := chromium fonts-dejavu-core ffmpeg gir1.2-gst-rtsp-server-1.0 python3-gi \
+	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
 system-deps:
-	@if [ ! -x "$(CHROMIUM)" ]; then \
-		echo "system-deps: installing chromium and a font (apt-get)"; \
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
+		grep -q "ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "system-deps: installing" $$missing "(apt-get)"; \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-			chromium fonts-dejavu-core >/dev/null; \
+			$$missing >/dev/null; \
 	fi
 
-# The benchmarks' second decode anchor and B-frame re-encoding (bench/ingest.py): Debian's ffmpeg CLI.
-bench-deps: install
-	@if ! command -v ffmpeg >/dev/null; then \
-		echo "bench-deps: installing ffmpeg (apt-get)"; \
-		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && \
-		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null; \
-	fi
+# The benchmarks' second decode anchor and B-frame re-encoding (bench/ingest.py): Debian's ffmpeg CLI,
+# which system-deps installs.
+bench-deps: install system-deps
 
 demo: install system-deps
 	$(BIN)/python jobs/demo.py --output out/demo

@@ -8,10 +8,11 @@
     score/       clips or videos -> embeddings Parquet (Ray Data actors), and the embeddings reader
     report/      the HTML toolkit and the report page over a run's outputs
     downstream/  anomaly detection, event search, localization heads on the embeddings
+    live/        live cameras (HLS, RTSP, NVR folders) -> growing clips, embeddings, anomaly alerts
     demo/        the main job: every stage on synthetic footage, then the report
     synthetic/   the synthetic multi-camera street generator with ground truth
 
-Imports run downward only, in this order: demo -> downstream -> report -> score -> train ->
+Imports run downward only, in this order: demo -> live -> downstream -> report -> score -> train ->
 ingest -> runtime -> media -> epg; ``synthetic`` stands alone (only ``demo`` uses it). Each
 subpackage's docstring says what it may import; ``tests/test_layout.py`` holds the code to it.
 """

@@ -110,30 +110,55 @@ class AnomalyResult:
     files: list[str]
 
 
-def anomaly_scores(config: AnomalyJobConfig, reference: Embeddings, selected: Embeddings,
-                   lam: float) -> tuple[np.ndarray, np.ndarray]:
-    """(the reference seconds' scores, the scored seconds' scores) of ``config.score``."""
-    if config.score == "av_dist":
-        return reference.av_dist.astype(np.float64), selected.av_dist.astype(np.float64)
+@dataclass(frozen=True)
+class FittedScore:
+    """``config.score`` fitted on reference embeddings: their scores, the threshold, and the scoring of new seconds
+    (the batch job's and the live watcher's, the same way)."""
 
-    def novelty(modality: str) -> tuple[np.ndarray, np.ndarray]:
-        ref = getattr(reference, modality)
-        found = []
-        for rows in (reference, selected):
-            found.append(knn_novelty(getattr(rows, modality), rows.stream_id, rows.t, ref, reference.stream_id,
-                                     reference.t, k=config.knn_k, exclusion=config.knn_exclusion, lam=lam))
-        if not np.isfinite(found[0]).all():
+    config: AnomalyJobConfig
+    reference: Embeddings
+    lam: float
+    reference_scores: np.ndarray
+    threshold: Threshold
+    # kNN scores, per modality used: (mean, std, max) of the reference seconds' novelty (fusion's z-scores;
+    # the max stands in for a second with no eligible reference neighbour)
+    novelty_stats: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+
+    def score(self, selected: Embeddings) -> np.ndarray:
+        """Scores of ``selected``'s seconds."""
+        if self.config.score == "av_dist":
+            return selected.av_dist.astype(np.float64)
+        novelty = {}
+        for modality, (mean, std, most) in self.novelty_stats.items():
+            found = _novelty(self.config, self.reference, selected, modality, self.lam)
+            novelty[modality] = np.nan_to_num(found, nan=most)
+        if self.config.score != "fusion":
+            return novelty[next(iter(novelty))]
+        return np.mean([(novelty[m] - mean) / (std if std > 0 else 1.0)
+                        for m, (mean, std, _) in self.novelty_stats.items()], axis=0)
+
+
+def _novelty(config: AnomalyJobConfig, reference: Embeddings, rows: Embeddings, modality: str, lam: float) -> np.ndarray:
+    return knn_novelty(getattr(rows, modality), rows.stream_id, rows.t, getattr(reference, modality),
+                       reference.stream_id, reference.t, k=config.knn_k, exclusion=config.knn_exclusion, lam=lam)
+
+
+def fit_score(config: AnomalyJobConfig, reference: Embeddings, lam: float) -> FittedScore:
+    """Score the reference seconds the way every other second is scored and fit μ + σ·std on them."""
+    if config.score == "av_dist":
+        scores = reference.av_dist.astype(np.float64)
+        return FittedScore(config, reference, lam, scores, fit_threshold(scores, config.sigma))
+    modalities = {"knn_visual": "v", "knn_audio": "a", "fusion": "va"}[config.score]
+    novelties = []
+    for modality in modalities:
+        found = _novelty(config, reference, reference, modality, lam)
+        if not np.isfinite(found).all():
             raise DownstreamError(f"score {config.score}: some reference seconds have no reference neighbour outside "
                                   f"±{config.knn_exclusion} s; give more reference footage or a smaller --knn-exclusion")
-        return found[0], np.nan_to_num(found[1], nan=float(np.max(found[0])))
-
-    if config.score in ("knn_visual", "knn_audio"):
-        return novelty("v" if config.score == "knn_visual" else "a")
-    visual, audio = novelty("v"), novelty("a")
-    n = len(reference)
-    mask = np.r_[np.ones(n, bool), np.zeros(len(selected), bool)]
-    fused = fuse([np.r_[visual[0], visual[1]], np.r_[audio[0], audio[1]]], mask)
-    return fused[:n], fused[n:]
+        novelties.append(found)
+    stats = {m: (float(n.mean()), float(n.std()), float(n.max())) for m, n in zip(modalities, novelties)}
+    scores = fuse(novelties, np.ones(len(reference), bool)) if config.score == "fusion" else novelties[0]
+    return FittedScore(config, reference, lam, scores, fit_threshold(scores, config.sigma), stats)
 
 
 def _loudness(clips: str, selected: Embeddings) -> np.ndarray:
@@ -227,8 +252,8 @@ def run_anomaly(config: AnomalyJobConfig) -> AnomalyResult:
     clock = Clock(config.start_times)
 
     selected = emb.of_streams(streams)
-    reference_scores, scores = anomaly_scores(config, emb.of_streams(config.reference), selected, emb.lam)
-    threshold = fit_threshold(reference_scores, config.sigma)
+    fitted = fit_score(config, emb.of_streams(config.reference), emb.lam)
+    scores, threshold = fitted.score(selected), fitted.threshold
     anomalous, events = detect_events(selected.stream_id, selected.t, scores, threshold, config.max_gap)
 
     second_labels = align_labels(labels_table, selected.stream_id, selected.t) if labels_table is not None else None

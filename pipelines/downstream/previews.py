@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.media.storage import OutputStore
-from pipelines.runtime.manifest import STATUS_COMPLETE, StreamManifest, stream_dir
+from pipelines.runtime.manifest import StreamManifest, stream_dir
 
 DEFAULT_N_MELS = 128
 
@@ -50,7 +50,7 @@ def load_previews(root: str, clips: Iterable[tuple[str, int]]) -> dict[tuple[str
     found: dict[tuple[str, int], ClipPreview] = {}
     for stream_id, seconds in sorted(wanted.items()):
         manifest = StreamManifest.load(store, stream_id)
-        if manifest is None or manifest.status != STATUS_COMPLETE:
+        if manifest is None or not manifest.readable:
             continue
         for name in manifest.files:
             path = f"{stream_dir(store, stream_id)}/{name}"

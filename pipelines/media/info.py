@@ -101,8 +101,9 @@ def _scan_duration(uri: str, info: "VideoInfo") -> float:
     return end
 
 
-def inspect_video(uri: str) -> VideoInfo:
-    """Open ``uri`` and describe it; raise MediaError with a clear reason."""
+def inspect_video(uri: str, min_seconds: float = 1.0) -> VideoInfo:
+    """Open ``uri`` and describe it; raise MediaError with a clear reason (also when it is shorter than
+    ``min_seconds``: a recording must hold one clip; a live segment may be any length)."""
     try:
         with open_source(uri) as handle, av.open(handle, metadata_errors="ignore") as container:
             if not container.streams.video:
@@ -164,8 +165,8 @@ def inspect_video(uri: str) -> VideoInfo:
         raise MediaError(uri, f"not a readable video container ({exc.strerror or exc})") from exc
     except OSError as exc:
         raise MediaError(uri, f"cannot read: {exc}") from exc
-    if info.whole_seconds < 1:
-        raise MediaError(uri, f"shorter than one second ({info.duration:.2f} s)")
+    if info.duration < min_seconds - DURATION_SLACK:
+        raise MediaError(uri, f"shorter than {min_seconds:g} s ({info.duration:.2f} s)")
     return info
 
 

@@ -14,6 +14,9 @@ from pipelines.media.storage import OutputStore
 STATUS_RUNNING = "running"
 STATUS_COMPLETE = "complete"
 STATUS_FAILED = "failed"
+# A live stream (``pipelines.live``): its listed files hold every committed second below ``committed_until``.
+STATUS_LIVE = "live"
+READABLE_STATUSES = (STATUS_COMPLETE, STATUS_LIVE)
 MANIFEST_NAME = "manifest.json"
 
 
@@ -40,6 +43,9 @@ class StreamManifest:
     seconds_without_video: int = 0
     max_frame_offset: float | None = None  # the longest a target's frame was shown before it (s)
     windows_decoded_in_full: int = 0  # with a frame skip: windows whose skipping decode exceeded the tolerance
+    committed_until: int | None = None  # live: every second below this is in ``files`` or in ``gaps``
+    gaps: list[dict] = field(default_factory=list)  # live: {"start", "end" (exclusive), "reason"} without rows
+    live: dict = field(default_factory=dict)  # live: the watcher's resume state (epochs, last segment)
     updated_at: float = field(default_factory=time.time)
 
     def is_complete_for(self, config_hash: str, source: str, source_key: str) -> bool:
@@ -50,6 +56,11 @@ class StreamManifest:
             and self.source == source
             and self.source_key == source_key
         )
+
+    @property
+    def readable(self) -> bool:
+        """Complete, or live (its listed files are committed)."""
+        return self.status in READABLE_STATUSES
 
     def count_backends(self, backends: Iterable[str]) -> None:
         """Add windows decoded by each frame backend ("" = no frames decoded) to ``windows_by_backend``."""

@@ -78,7 +78,7 @@ def clip_plans(clips: str, scoring: ScoringModel) -> list[StreamPlan]:
     store = OutputStore(clips)
     plans = []
     for manifest in stream_manifests(clips):
-        if manifest.status != STATUS_COMPLETE or manifest.stream_id not in info.stream_ids:
+        if not manifest.readable or manifest.stream_id not in info.stream_ids:
             continue
         version = [manifest.config_hash, manifest.source_key, manifest.rows, manifest.files, manifest.updated_at]
         config = {**model_record(scoring), "input": "clips", "clips_root": root, "clips_config_hash": manifest.config_hash}

@@ -44,7 +44,6 @@ from PIL import Image
 from epg.config import ModelConfig
 from pipelines.ingest.clips_dataset import complete_stream_files, stream_manifests
 from pipelines.media.storage import OutputStore
-from pipelines.runtime.manifest import STATUS_COMPLETE
 
 CLIP_COLUMNS = ["stream_id", "t", "frames", "logmel", "has_audio", "has_video"]
 
@@ -82,7 +81,7 @@ def inspect_clips(root: str) -> ClipsInfo:
     if not store.exists(store.path()):
         raise ClipsError(f"clips directory {root!r} does not exist")
     manifests = stream_manifests(root)
-    complete = [m for m in manifests if m.status == STATUS_COMPLETE]
+    complete = [m for m in manifests if m.readable]  # live streams: their committed seconds
     if not complete:
         found = ", ".join(f"{m.stream_id} ({m.status})" for m in manifests) or "no stream_id=* directories"
         raise ClipsError(f"clips directory {root!r} has no completely ingested stream ({found}); run jobs/ingest.py first")
