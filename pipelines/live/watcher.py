@@ -175,7 +175,8 @@ class StreamWatcher:
     def _fit_reference(self) -> FittedScore:
         from pipelines.score.embeddings import read_embeddings
 
-        reference = read_embeddings(self.config.reference)
+        read = read_embeddings(self.config.reference)
+        reference = read.of_streams(read.streams)  # in memory of its own (the reader's arrays are read-only views)
         if self.stream_id in reference.streams:
             raise ValueError(f"--reference {self.config.reference!r} has a stream {self.stream_id!r} too; "
                              "give the live source another --stream name")
