@@ -235,7 +235,9 @@ class StreamWatcher:
                         raise SourceError(f"{self.source}: no new segment for {stall:.0f} s")
                     if not done:
                         self._stop.wait(self.config.poll_seconds)
-                except (SourceError, OSError, http.client.HTTPException) as exc:
+                # Source errors only (the sources wrap their own I/O errors): a failed commit must not be
+                # retried on a half-updated manifest, so storage errors end the actor and the job restarts it.
+                except (SourceError, http.client.HTTPException) as exc:
                     self.stats.state, self.stats.last_error = "retrying", f"{type(exc).__name__}: {exc}"
                     self.stats.reconnects += 1
                     if isinstance(self.reader, RtspSource):
