@@ -67,7 +67,6 @@ class Poll:
     """What one look at the source found."""
 
     segments: list[Segment]
-    first_available: int | None = None  # HLS: the oldest sequence the playlist still offers
     last_sequence: int | None = None  # HLS: the newest
     ended: bool = False  # the source says no more segments will come
     listed: int = 0  # HLS: how many segments the playlist lists
@@ -138,8 +137,8 @@ class HlsSource:
                                  when.timestamp() if when is not None else None, bool(segment.discontinuity),
                                  time.time(), error, f"{sequence:012d}"))
         listed = bool(playlist.segments)
-        return Poll(found, first if listed else None, first + len(playlist.segments) - 1 if listed else None,
-                    bool(playlist.is_endlist), len(playlist.segments))
+        return Poll(found, first + len(playlist.segments) - 1 if listed else None, bool(playlist.is_endlist),
+                    len(playlist.segments))
 
     def release(self, segment: Segment) -> None:
         """The watcher no longer needs this segment's file."""
