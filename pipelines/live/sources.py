@@ -16,7 +16,7 @@ NVR writes for a directory), in source order.
 - ``RtspSource``: Debian's ``ffmpeg`` reads the RTSP stream and remuxes it, without
   re-encoding, into rolling MPEG-TS segment files in the spool, which a ``SegmentDirSource``
   then follows; each ffmpeg run writes into its own folder, so a reconnect never reuses a
-  name.
+  name, and the first segment of each run is marked as a discontinuity (its clock is new).
 
 A source error (server gone, HTTP error on the playlist, broken playlist, an unreadable
 folder) raises ``SourceError``; the watcher retries with backoff. A segment that cannot be
@@ -27,6 +27,7 @@ never blocks the stream.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import http.client
 import os
 import shutil
@@ -35,7 +36,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 MEDIA_SUFFIXES = (".ts", ".m2ts", ".mts", ".mp4", ".mkv", ".webm", ".mov", ".avi", ".flv")
@@ -146,42 +147,94 @@ class HlsSource:
 
 
 class SegmentDirSource:
-    """Rolling segment files in a directory, in name order."""
+    """Rolling segment files in a directory, in write order."""
 
     def __init__(self, directory: str, settle_seconds: float, recursive: bool = False) -> None:
         self.directory, self.settle_seconds, self.recursive = Path(directory), settle_seconds, recursive
         self._seen: dict[str, tuple[str, int, float]] = {}  # the newest file -> (key, size, first seen so)
+        self._read: dict[str, tuple[int, bytes, str]] = {}  # files handed on, still there -> (size, head, key)
+        self.warnings: list[str] = []  # for the manifest's errors (the watcher takes them)
 
     def files(self) -> list[tuple[str, Path, float]]:
         """(key, path, modification time) of the media files in write order; key = mtime_ns-name, which sorts so."""
         try:
             if not self.directory.is_dir():
                 raise SourceError(f"{self.directory}: not a directory (yet?)")
-            found = self.directory.rglob("*") if self.recursive else self.directory.iterdir()
-            files = []
-            for p in found:
-                if p.suffix.lower() in MEDIA_SUFFIXES and not p.name.startswith((".", "_")) and p.is_file():
-                    mtime = p.stat().st_mtime_ns
-                    files.append((f"{mtime:020d}-{p.relative_to(self.directory).as_posix()}", p, mtime / 1e9))
-        except OSError as exc:  # a stale network mount, a file removed while listed
+            found = list(self.directory.rglob("*") if self.recursive else self.directory.iterdir())
+        except OSError as exc:  # a stale network mount, an unreadable folder
             raise SourceError(f"{self.directory}: {type(exc).__name__}: {exc}") from None
+        files = []
+        for p in found:
+            if p.suffix.lower() not in MEDIA_SUFFIXES or p.name.startswith((".", "_")):
+                continue
+            try:
+                if not p.is_file():
+                    continue
+                mtime = p.stat().st_mtime_ns
+            except FileNotFoundError:  # removed (the NVR's retention) between the listing and now: not there
+                continue
+            except OSError as exc:
+                raise SourceError(f"{p}: {type(exc).__name__}: {exc}") from None
+            files.append((f"{mtime:020d}-{p.relative_to(self.directory).as_posix()}", p, mtime / 1e9))
         return sorted(files)
 
     def poll(self, after: str) -> list[Segment]:
         """The complete files written after the one keyed ``after``, in write order."""
-        files = [f for f in self.files() if f[0] > after]
+        listing = self.files()
+        names = {key: path.relative_to(self.directory).as_posix() for key, path, _ in listing}
+        present = set(names.values())
+        self._read = {name: v for name, v in self._read.items() if name in present}  # no state for deleted files
+        files = [f for f in listing if f[0] > after and not self._grown(f[0], names[f[0]], f[1])]
         now = time.monotonic()
         complete = files[:-1]
         if files:
             key, last, _ = files[-1]
-            size = last.stat().st_size if last.exists() else 0
+            size = _size(last)
             seen = self._seen.get(last.name)
             if seen is None or seen[0] != key or seen[1] != size:
                 self._seen = {last.name: (key, size, now)}
             elif now - seen[2] >= self.settle_seconds and size > 0:
                 complete = files
-        return [Segment(-1, path.relative_to(self.directory).as_posix(), str(path), arrived=mtime, key=key)
-                for key, path, mtime in complete]
+        found = []
+        for key, path, mtime in complete:
+            size = _size(path)
+            self._read[names[key]] = (size, _head(path, size), key)
+            found.append(Segment(-1, names[key], str(path), arrived=mtime, key=key))
+        return found
+
+    def _grown(self, key: str, name: str, path: Path) -> bool:
+        """A file handed on before that has grown since (the same first bytes, more of them): its writer paused
+        longer than ``settle_seconds``. It is not read again (its new bytes would repeat its old seconds);
+        the loss is said in ``warnings``."""
+        if name not in self._read:
+            return False
+        size, head, seen = self._read[name]
+        if key == seen:  # as it was handed on (or as it was found grown): skipped again, said once
+            return True
+        now = _size(path)
+        if now <= size or _head(path, size) != head:  # a file written again under the same name (a ring buffer)
+            return False
+        self.warnings.append(f"segment {name} grew by {now - size} bytes after it was read (its writer paused "
+                             f"longer than settle_seconds={self.settle_seconds:g}); the added bytes are not read")
+        self._read[name] = (now, head, key)
+        return True
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _head(path: Path, size: int) -> bytes:
+    """A digest of a file's first bytes (up to 64 KiB of its first ``size``): what tells a file that grew from
+    one written again under its name."""
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.blake2b(handle.read(min(size, 65536)), digest_size=16).digest()
+    except OSError:
+        return b""
 
 
 class RtspSource:
@@ -222,7 +275,18 @@ class RtspSource:
         for run in self.spool.glob("run-*"):  # folders of earlier ffmpeg runs, once drained
             if run != self.run_dir and run.is_dir() and not any(run.iterdir()):
                 run.rmdir()
-        return self.files.poll(after)
+        found = self.files.poll(after)
+        folder = after.split("-", 1)[1].split("/")[0] if "/" in after else None  # run folder of the last one read
+        marked = []
+        for segment in found:  # a new ffmpeg run starts a new clock (the camera's, or 0): say so
+            run = segment.name.split("/")[0]
+            marked.append(replace(segment, discontinuity=folder is not None and run != folder))
+            folder = run
+        return marked
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.files.warnings
 
     def stop(self) -> None:
         """Stop ffmpeg (the segments it wrote stay, for the watcher to drain)."""

@@ -26,7 +26,11 @@ HOLE_SECONDS = 0.5  # a segment starting this much after its predecessor's end l
 # not yet committed (it is the lead-in), more means a clock that restarted while the watcher was away.
 BACK_SECONDS = 1.0
 RESUME_SECONDS = 2.0
-WALL_SLACK_SECONDS = 1.0  # a new epoch follows on at once unless the wall clock says more time passed
+# A new epoch follows on at once unless the wall clock says more time passed than this: program date-time
+# is the source's own clock; a file's modification time (or when the watcher found a segment) also carries
+# the writer's and the watcher's delays.
+WALL_SLACK_SECONDS = 1.0
+ARRIVAL_SLACK_SECONDS = 3.0
 KEPT_EPOCHS = 4  # the epochs a resumed watcher may meet again (older ones are history, not state)
 
 
@@ -98,7 +102,8 @@ class StreamTimeline:
         first = math.ceil(after - 1e-3) if epoch is not None else 0
         began = segment.program_time if segment.program_time is not None else \
             segment.arrived - (segment.duration or info.duration)  # wall clock of its start
-        if epoch is not None and epoch.wall_origin is not None and began - epoch.wall_origin > after + WALL_SLACK_SECONDS:
+        slack = WALL_SLACK_SECONDS if segment.program_time is not None else ARRIVAL_SLACK_SECONDS
+        if epoch is not None and epoch.wall_origin is not None and began - epoch.wall_origin > after + slack:
             first = math.ceil(began - epoch.wall_origin - 1e-3)
         video_at = info.origin + info.video_start  # container time of its first frame
         opened = Epoch(video_at - first, info.wrap_seconds, began - first, key)

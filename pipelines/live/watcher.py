@@ -126,7 +126,10 @@ class StreamWatcher:
         self.generation = int(state.get("generation", 0))
         self.next_t = self.clips.committed_until
         self.chain: list[Placed] = []
-        self.hole_reason = ""
+        self.hole_reason = ""  # why the next segment will not follow on (said in the gap before it)
+        self.chain_reason = ""  # ... for the gap before the chain's first segment
+        self.skipped = ""  # key of the newest segment dropped (corrupt) while older ones are held
+        self._committed_epochs: list | None = None  # the timeline as the manifest may say (None: as it is now)
         self.ended = False
         self.last_segment_at = time.monotonic()
         self.last_segment_seconds = 0.0
@@ -279,12 +282,16 @@ class StreamWatcher:
     # ------------------------------------------------------------------ segments
 
     def _newest(self) -> str:
-        """Key of the newest segment read (released or held)."""
-        return max([self.released] + [p.segment.key for p in self.chain])
+        """Key of the newest segment read (released, held or dropped)."""
+        return max([self.released, self.skipped] + [p.segment.key for p in self.chain])
 
     def _poll(self) -> list[Segment]:
         if not isinstance(self.reader, HlsSource):
-            return self.reader.poll(self._newest())
+            found = self.reader.poll(self._newest())
+            for warning in self.reader.warnings:
+                self._error(warning)
+            self.reader.warnings.clear()
+            return found
         newest = int(self._newest() or -1)
         found = self.reader.poll(newest)
         if found.last_sequence is not None and found.last_sequence < newest - found.listed:
@@ -296,7 +303,7 @@ class StreamWatcher:
             shutil.rmtree(self.reader.spool, ignore_errors=True)
             self.generation += 1
             self.reader = HlsSource(self.source, str(self.spool / f"hls-{self.generation:04d}"))
-            self.released, newest = "", -1
+            self.released, self.skipped, newest = "", "", -1
             found = self.reader.poll(newest)
             if found.segments:
                 found.segments[0] = replace(found.segments[0], discontinuity=True)
@@ -325,15 +332,26 @@ class StreamWatcher:
         self.last_segment_seconds = info.duration
         resuming = not self.chain
         after = self.chain[-1].end if self.chain else float(self.next_t)
+        epochs = list(self.timeline.epochs)
         placed = self.timeline.place(segment, info, after, segment.key, resuming)
         if self.chain:
             last = self.chain[-1]
             if placed.epoch is not last.epoch or placed.start > last.end + HOLE_SECONDS or not (placed.joins and last.joins):
-                self._cut(final=True, closing=True)
+                # The chain ends: commit all of it. The manifest keeps the timeline without this segment's
+                # epoch until a cut of the new chain, so a watcher killed in between reads the old chain's
+                # segments again on the clock they were placed on.
+                self._committed_epochs = epochs
+                try:
+                    self._cut(final=True, closing=True)
+                finally:
+                    self._committed_epochs = None
                 self._release_all()
         elif placed.end <= self.next_t - LEAD_SECONDS:  # read again on resume, before the lead-in: not needed
             self._release(segment)
             return
+        if not self.chain:
+            self.chain_reason, self.hole_reason = self.hole_reason, ""
+        self.hole_reason = ""  # a reason that no hole followed is stale
         self.chain.append(placed)
 
     def _error(self, message: str) -> None:
@@ -349,7 +367,9 @@ class StreamWatcher:
             self.reader.release(segment)
         elif isinstance(self.reader, RtspSource):
             Path(segment.path).unlink(missing_ok=True)
-        if not self.chain:
+        if self.chain:
+            self.skipped = max(self.skipped, segment.key)
+        else:
             self.released = max(self.released, segment.key)
 
     def _release(self, segment: Segment) -> None:
@@ -372,20 +392,18 @@ class StreamWatcher:
     # ------------------------------------------------------------------ cutting
 
     def _cut(self, final: bool, closing: bool = False) -> int:
-        """Commit every whole second the chain covers (all of them when ``final``); the seconds committed.
-        ``closing``: the chain ends here (a hole or a new epoch follows), and the reason of that hole waits for
-        the next chain."""
+        """Commit every whole second the chain covers (all of them when ``final``: also ``closing``, the chain
+        ends here, a hole or a new epoch follows); the seconds committed."""
         if not self.chain:
             return 0
         gaps = []
         first = self.chain[0].first_whole_second
         if self.next_t < first:
-            reason = self.hole_reason or "the source delivered no media for these seconds"
+            reason = self.chain_reason or "the source delivered no media for these seconds"
             gaps.append({"start": self.next_t, "end": first, "reason": reason})
             self.stats.gap_seconds += first - self.next_t
             self.next_t = first
-        if not closing:
-            self.hole_reason = ""  # used by this gap, or stale (nothing was missed)
+        self.chain_reason = ""
         end = self.chain[-1].end
         until = math.floor(end + 1e-3) if final else math.floor(end - self.config.commit_margin)
         committed = 0
@@ -418,7 +436,9 @@ class StreamWatcher:
         elif self.tracker is not None and gaps:
             self._send(self.tracker.update([until + 1], [-math.inf], self._wall))  # a gap ends an open event
         resume = max([self.released] + [p.segment.key for p in self._releasable(until)])  # as it will be after this cut
-        state = {"epochs": self.timeline.to_state(), "released": resume, "generation": self.generation,
+        epochs = self.timeline.to_state() if self._committed_epochs is None else \
+            StreamTimeline(self._committed_epochs).to_state()
+        state = {"epochs": epochs, "released": resume, "generation": self.generation,
                  "alert": self.tracker.state() if self.tracker else None}
         self.clips.commit(table, until, gaps, state)
         if self.embeddings is not None and self.embeddings.committed_until < until:
@@ -492,7 +512,8 @@ class StreamWatcher:
             self.stats.alerts += line["kind"] == "start"
 
     def _wall(self, t: float) -> float | None:
-        epoch = self.chain[-1].epoch if self.chain else self.timeline.current
+        chain = self.chain  # read once: report() calls this from another thread
+        epoch = chain[-1].epoch if chain else self.timeline.current
         return epoch.wall_clock(t) if epoch is not None else None
 
     def _record_lag(self, t0: int, until: int) -> None:

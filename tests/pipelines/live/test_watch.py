@@ -32,7 +32,7 @@ from pipelines.ingest.config import IngestConfig
 from pipelines.ingest.job import run_ingest
 from pipelines.live.alerts import AlertTracker
 from pipelines.live.config import WatchConfig, WatchError, default_stream_id
-from pipelines.live.sources import Segment
+from pipelines.live.sources import RtspSource, Segment
 from pipelines.live.timeline import StreamTimeline
 from pipelines.live.watcher import StreamWatcher
 from pipelines.media.info import inspect_video
@@ -215,6 +215,110 @@ def test_a_corrupt_segment_fails_that_segment_only(footage, ingested, tmp_path):
     assert_same_clips(read_stream(str(clips), "cam8"), ingested, kept, frozenset({gap[0] - 1, gap[-1] + 1}))
 
 
+def test_two_corrupt_segments_are_each_named_in_their_own_gap(footage, tmp_path):
+    pieces = segments_of(footage["video"], tmp_path / "cam3")
+    for broken in (pieces[5], pieces[9]):
+        written = broken.stat()
+        broken.write_bytes(b"\x00garbage" * 5000)
+        os.utime(broken, ns=(written.st_atime_ns, written.st_mtime_ns))
+    clips = tmp_path / "clips"
+    drain(dir_config(tmp_path / "cam3", clips))
+    gaps = manifest_of(clips, "cam3").gaps
+    assert len(gaps) == 2 and gaps[0]["end"] < gaps[1]["start"], gaps
+    assert pieces[5].name in gaps[0]["reason"] and pieces[9].name in gaps[1]["reason"], gaps
+
+
+def feed(watcher: StreamWatcher, pieces: list[Path], folder: Path, steps: int = 3) -> None:
+    """Copy the files into the watched folder one at a time, as an NVR writes them, the watcher looking after each."""
+    for piece in pieces:
+        shutil.copy(piece, folder)
+        for _ in range(steps):
+            time.sleep(0.02)
+            watcher.step()
+
+
+def test_a_corrupt_newest_file_is_read_once_while_older_ones_are_held(footage, tmp_path):
+    pieces = segments_of(footage["video"], tmp_path / "all")
+    pieces[5].write_bytes(b"\x00garbage" * 5000)
+    watched = tmp_path / "cam4"
+    watched.mkdir()
+    watcher = StreamWatcher(dir_config(watched, tmp_path / "clips"), 0)
+    feed(watcher, pieces[:6], watched, steps=5)  # the corrupt file is the newest for 5 looks
+    assert watcher.chain and watcher.stats.segment_failures == 1 and watcher.stats.segments == 6
+    feed(watcher, pieces[6:], watched)
+    watcher.ended = True
+    watcher.step()
+    watcher.close()
+    manifest = manifest_of(tmp_path / "clips", "cam4")
+    assert watcher.stats.segment_failures == 1 and len(manifest.errors) == 1 and len(manifest.gaps) == 1
+    assert manifest.committed_until == SECONDS
+
+
+def test_a_file_that_grows_after_it_was_read_is_not_read_again(footage, ingested, tmp_path):
+    """The NVR pauses longer than settle_seconds in the middle of a file, then writes the rest of it: the
+    watcher has cut what it read; the rest is said in the manifest's errors, never cut again as new seconds."""
+    pieces = segments_of(footage["video"], tmp_path / "all")
+    watched, clips = tmp_path / "cam5", tmp_path / "clips"
+    watched.mkdir()
+    watcher = StreamWatcher(dir_config(watched, clips), 0)
+    feed(watcher, pieces[:5], watched)
+    data = pieces[5].read_bytes()
+    head = len(data) // 2 // 188 * 188  # whole TS packets
+    (watched / pieces[5].name).write_bytes(data[:head])
+    for _ in range(3):
+        time.sleep(0.02)
+        watcher.step()
+    assert watcher._newest().endswith(pieces[5].name)
+    with open(watched / pieces[5].name, "ab") as out:
+        out.write(data[head:])
+    feed(watcher, pieces[6:], watched)
+    watcher.ended = True
+    watcher.step()
+    watcher.close()
+    manifest = manifest_of(clips, "cam5")
+    assert len(manifest.errors) == 1 and pieces[5].name in manifest.errors[0] and "grew" in manifest.errors[0]
+    assert len(manifest.live["epochs"]) == 1 and len(manifest.gaps) == 1, manifest.gaps
+    gap = range(manifest.gaps[0]["start"], manifest.gaps[0]["end"])
+    assert 1 <= len(gap) <= 2 and 10 <= gap[0] <= 11, gap  # the half never read
+    kept = [t for t in range(SECONDS) if t not in gap]
+    assert_same_clips(read_stream(str(clips), "cam5"), ingested, kept, frozenset({gap[0] - 1, gap[-1] + 1}))
+
+
+class Killed(Exception):
+    """Stands for SIGKILL at a chosen point (what was committed stays, nothing after it happens)."""
+
+
+def test_a_watcher_killed_right_after_a_new_epoch_resumes_without_duplicates(footage, tmp_path):
+    """A recorder restarted half-way (its clock starts again): a watcher killed just after committing the
+    old clock's last seconds resumes to exactly the rows of a watcher that was never stopped."""
+    pieces = segments_of(footage["video"], tmp_path / "all")
+    half = len(pieces) // 2
+    subprocess.run(["ffmpeg", "-v", "error", "-i", "concat:" + "|".join(map(str, pieces[half:])), "-c", "copy",
+                    str(tmp_path / "second-half.ts")], check=True, timeout=60)  # its clock starts at 0 again
+    again = segments_of(tmp_path / "second-half.ts", tmp_path / "again")
+    source = tmp_path / "cam6"
+    source.mkdir()
+    for piece in pieces[:half] + again:
+        shutil.copy(piece, source / f"{len(list(source.iterdir())):03d}-{piece.name}")
+    whole = drain(dir_config(source, tmp_path / "whole"))
+    assert len(manifest_of(tmp_path / "whole", "cam6").live["epochs"]) == 2
+
+    clips = tmp_path / "clips"
+    killed = StreamWatcher(dir_config(source, clips), 0)
+
+    def kill_after_closing_cut() -> None:  # the old clock's seconds are committed; its files not yet let go
+        raise Killed
+
+    killed._release_all = kill_after_closing_cut
+    with pytest.raises(Killed):
+        for _ in range(10):
+            killed.step()
+    assert 0 < manifest_of(clips, "cam6").committed_until < whole.stats.committed_until
+    drain(dir_config(source, clips))
+    resumed, expected = read_stream(str(clips), "cam6"), read_stream(str(tmp_path / "whole"), "cam6")
+    assert_same_clips(resumed, expected, expected.column("t").to_pylist())
+
+
 # -- HLS over HTTP, in real time -----------------------------------------------------------
 
 
@@ -371,6 +475,28 @@ def test_rtsp_stream_remuxed_by_ffmpeg_gives_the_clips_of_the_file(rtsp_stream, 
 
 
 # -- embeddings and alerts -----------------------------------------------------------------
+
+
+def test_each_ffmpeg_run_of_an_rtsp_source_starts_a_new_clock(footage, tmp_path):
+    """A reconnect's first segment is a discontinuity (the camera's clock may have restarted while away), so it
+    opens an epoch by the wall clock instead of being taken for a jump forward on the old one."""
+    pieces = segments_of(footage["video"], tmp_path / "all")
+    spool = tmp_path / "spool"
+    for run, names in (("run-000000000000001", pieces[:2]), ("run-000000000000002", pieces[2:4])):
+        (spool / run).mkdir(parents=True)
+        for piece in names:
+            shutil.copy(piece, spool / run)
+
+    def polled(after: str) -> list[Segment]:  # a watcher started with this resume key (two looks: the last settles)
+        source = RtspSource("rtsp://127.0.0.1:1/none", str(spool), 2.0, settle_seconds=0.0)
+        first = source.poll(after)
+        return first + source.poll(first[-1].key if first else after)
+
+    found = polled("")
+    assert [(s.name.split("/")[0][-1], s.discontinuity) for s in found] == [
+        ("1", False), ("1", False), ("2", True), ("2", False)]
+    assert [s.discontinuity for s in polled(found[0].key)] == [False, True, False]  # had read the old run's first
+    assert [s.discontinuity for s in polled(found[1].key)] == [True, False]
 
 
 class _Hook(BaseHTTPRequestHandler):
