@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from pipelines.ingest.config import FRAME_BACKENDS, FRAME_SKIP_MODES  # noqa: E402
 from pipelines.media.sources import InputError  # noqa: E402
 from pipelines.runtime.cli import add_output_option, add_ray_options  # noqa: E402
+from pipelines.runtime.lock import OutputInUse  # noqa: E402
 from pipelines.score.config import EmbedConfig, EmbedError  # noqa: E402
 from pipelines.score.job import run_embed  # noqa: E402
 
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         summary = run_embed(args.checkpoint, args.output, clips=args.clips, videos=args.videos, settings=settings,
                             overwrite=args.overwrite, show_progress=not args.quiet, ray_address=args.address)
-    except (EmbedError, InputError) as exc:
+    except (EmbedError, InputError, OutputInUse) as exc:
         print(f"embed: error: {exc}", file=sys.stderr)
         return 2
     print(summary.format())

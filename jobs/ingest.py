@@ -19,6 +19,7 @@ from pipelines.ingest.config import FRAME_BACKENDS, FRAME_SKIP_MODES, IngestConf
 from pipelines.ingest.job import run_ingest  # noqa: E402
 from pipelines.media.sources import InputError  # noqa: E402
 from pipelines.runtime.cli import add_output_option, add_ray_options  # noqa: E402
+from pipelines.runtime.lock import OutputInUse  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             args.input, args.output, config, overwrite=args.overwrite, show_progress=not args.quiet,
             ray_address=args.address,
         )
-    except InputError as exc:
+    except (InputError, OutputInUse) as exc:
         print(f"ingest: error: {exc}", file=sys.stderr)
         return 2
     print(summary.format())

@@ -15,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout / ray working dir
 
+from pipelines.runtime.lock import OutputInUse  # noqa: E402
 from pipelines.train import args as pretrain_args  # noqa: E402
 from pipelines.train.args import config_from_args  # noqa: E402
 from pipelines.train.config import PretrainError  # noqa: E402
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from_args(args)
         result = run_pretrain(config, ray_address=args.address)
-    except (PretrainError, ValueError, FileNotFoundError) as exc:
+    except (PretrainError, ValueError, FileNotFoundError, OutputInUse) as exc:
         print(f"pretrain: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # ray.train.TrainingFailedError and the like: training started and failed

@@ -39,6 +39,7 @@ from pipelines.media.sources import VideoSource, resolve_inputs
 from pipelines.media.storage import OutputStore
 from pipelines.runtime.cluster import ensure_ray
 from pipelines.runtime.datasets import run_map
+from pipelines.runtime.lock import output_lock
 from pipelines.runtime.manifest import STATUS_COMPLETE, STATUS_RUNNING, StreamManifest, stream_dir
 from pipelines.runtime.stream_job import (
     STAGING,
@@ -125,7 +126,14 @@ def run_ingest(
     show_progress: bool = True,
     ray_address: str | None = None,
 ) -> IngestSummary:
-    """Ingest ``inputs`` into ``output``; never raises for a bad video."""
+    """Ingest ``inputs`` into ``output``; never raises for a bad video (``OutputInUse`` while another run
+    writes ``output``)."""
+    with output_lock(output, "ingest"):
+        return _ingest(inputs, output, config, overwrite, show_progress, ray_address)
+
+
+def _ingest(inputs: list[str], output: str, config: IngestConfig, overwrite: bool, show_progress: bool,
+            ray_address: str | None) -> IngestSummary:
     began = time.perf_counter()
     resolved = resolve_inputs(inputs)  # raises InputError for duplicate stream ids
     store = OutputStore(output)

@@ -17,6 +17,7 @@ from pipelines.ingest.config import IngestConfig
 from pipelines.media.sources import resolve_inputs
 from pipelines.media.storage import OutputStore
 from pipelines.runtime.cluster import check_capacity, ensure_ray
+from pipelines.runtime.lock import output_lock
 from pipelines.runtime.manifest import STATUS_COMPLETE, StreamManifest
 from pipelines.runtime.stream_job import STATUS_SKIPPED, StreamJobSummary, StreamOutcome, remove_empty_staging
 from pipelines.score.config import CONFIG_FILE, EmbedConfig, EmbedError
@@ -85,8 +86,15 @@ def run_embed(
     """Score a clips root or video files into ``output``.
 
     ``EmbedError`` (or ``InputError`` for two videos with one stem) for bad input, raised
-    before anything is written; a video or stream that fails is reported in the summary.
+    before anything is written, and ``OutputInUse`` while another run writes ``output``; a video or
+    stream that fails is reported in the summary.
     """
+    with output_lock(output, "embed"):
+        return _embed(checkpoint, output, clips, videos, settings, overwrite, show_progress, ray_address)
+
+
+def _embed(checkpoint: str, output: str, clips: str | None, videos: list[str] | None, settings: EmbedConfig,
+           overwrite: bool, show_progress: bool, ray_address: str | None) -> EmbedSummary:
     began = time.perf_counter()
     if (clips is None) == (not videos):
         raise EmbedError("give either a clips directory or video files, not both or neither")

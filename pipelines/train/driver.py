@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.runtime.cluster import check_capacity, ensure_ray
+from pipelines.runtime.lock import output_lock
 from pipelines.train.checkpoint import CONFIG_FILE
 from pipelines.train.config import OPERATIONAL_FIELDS, PretrainConfig, PretrainError
 from pipelines.train.data import ClipsError, ClipsInfo, build_dataset, check_compatible, inspect_clips, load_label_index
@@ -96,12 +97,18 @@ def estimated_steps(config: PretrainConfig, info: ClipsInfo) -> int:
 
 
 def run_pretrain(config: PretrainConfig, ray_address: str | None = None) -> PretrainResult:
-    """Check everything, record the config, train. Resumes from the run dir's latest checkpoint."""
+    """Check everything, record the config, train. Resumes from the run dir's latest checkpoint.
+    ``OutputInUse`` while another run trains into the run dir."""
+    config = absolute_paths(config)
+    with output_lock(config.run_dir, "pretrain"):
+        return _pretrain(config, ray_address)
+
+
+def _pretrain(config: PretrainConfig, ray_address: str | None) -> PretrainResult:
     from ray.data import ExecutionOptions
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    config = absolute_paths(config)
     info, labels, names = prepare_run(config)
     ensure_ray(ray_address)
     check_capacity("workers", config.workers, config.cpus_per_worker, config.gpus_per_worker, PretrainError,

@@ -1,0 +1,78 @@
+"""One run at a time per output: the exclusive lock a job's driver holds on its output while it runs.
+
+Two runs writing one output at once (two people starting the same ingest, a job submitted again while
+the first still runs) would interleave their manifests and shards: a stream written with two configs,
+rows twice, a manifest one run saved over the other's. So ``jobs/ingest.py``, ``jobs/embed.py`` and
+``jobs/pretrain.py`` take ``output_lock`` on their output root (the run directory for pretraining)
+before they write anything, and a second run refuses at once with ``OutputInUse``, naming the output
+and the run that holds it (exit 2: nothing was written, run it again once the first has ended).
+
+What it guarantees:
+- on a local disk, and on NFS v4 and other POSIX file systems with working ``flock``: one holder at
+  a time. The lock is the kernel's (``fcntl.flock`` on ``<output>/_run.lock``): it goes with the
+  process, so a driver that was killed never leaves the output locked, and a stale lock file is
+  harmless. The file says who holds it (pid, host, job, start time, command), for the message.
+- on object storage (``s3://``, ``gs://``, ...): nothing. Object stores have no locks and no
+  create-if-absent in pyarrow's file systems, so two runs into one prefix are not detected; the job
+  says so when it starts. Run one job per output prefix there (one RayJob per output).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pyarrow.fs as pafs
+
+from pipelines.media.storage import OutputStore
+
+LOCK_FILE = "_run.lock"  # '_'-prefixed: dataset readers skip it
+
+
+class OutputInUse(RuntimeError):
+    """Another run is writing this output now."""
+
+
+@contextmanager
+def output_lock(output: str, job: str) -> Iterator[None]:
+    """Hold ``output``'s run lock for the ``with`` block (``OutputInUse`` when another run holds it)."""
+    store = OutputStore(output)
+    if not isinstance(store.fs, pafs.LocalFileSystem):
+        print(f"{job}: warning: {output} is on object storage, where a second run into it at the same time is "
+              "not detected; run one job per output", file=sys.stderr)
+        yield
+        return
+    os.makedirs(store.path(), exist_ok=True)
+    path = store.path(LOCK_FILE)
+    handle = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = _describe(handle.read())
+            raise OutputInUse(f"{output} is being written by another run ({holder}); wait until it ends, or "
+                              "write to another output") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "job": job,
+                                 "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                                 "command": " ".join(sys.argv)}))
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # releases the lock (as the process's end would)
+
+
+def _describe(text: str) -> str:
+    try:
+        who = json.loads(text)
+        return f"{who['job']}, pid {who['pid']} on {who['host']}, since {who['started']}: {who['command']}"
+    except (ValueError, KeyError, TypeError):
+        return "a run that has not said who it is yet"

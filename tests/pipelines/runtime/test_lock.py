@@ -1,0 +1,102 @@
+"""One run at a time per output: two real ingest jobs started at once into one output, and a lock held
+by another process (then killed) in front of ingest, scoring and pretraining."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipelines.ingest.clips_dataset import read_stream
+from pipelines.runtime.lock import LOCK_FILE, OutputInUse, output_lock
+from tests.conftest import REPO
+from tests.media import Pattern, write_pattern
+from tests.pipelines.runtime.test_cluster import local_job_env
+
+HOLD = """
+import sys, time
+sys.path.insert(0, {repo!r})
+from pipelines.runtime.lock import output_lock
+with output_lock({output!r}, "holder"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def hold(output) -> subprocess.Popen:
+    """Another process holding ``output``'s lock (until it is killed)."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD.format(repo=str(REPO), output=str(output))],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_held_lock_refuses_a_second_run_and_goes_with_the_killed_holder(tmp_path):
+    holder = hold(tmp_path / "out")
+    try:
+        with pytest.raises(OutputInUse, match=rf"{tmp_path / 'out'} is being written by another run \(holder, "
+                                              rf"pid {holder.pid} "):
+            with output_lock(str(tmp_path / "out"), "ingest"):
+                pass
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    with output_lock(str(tmp_path / "out"), "ingest"):  # a killed holder leaves nothing locked
+        assert json.loads((tmp_path / "out" / LOCK_FILE).read_text())["pid"] == os.getpid()
+
+
+@pytest.mark.parametrize("job", ["ingest", "embed", "pretrain"])
+def test_every_writing_job_refuses_an_output_another_run_holds(job, tmp_path, capsys):
+    sys.path.insert(0, str(REPO / "jobs"))
+    module = __import__(job)
+    output = tmp_path / "out"
+    argv = {"ingest": ["--input", str(tmp_path / "none.mp4"), "--output", str(output)],
+            "embed": ["--checkpoint", str(tmp_path / "none"), "--clips", str(tmp_path / "clips"), "--output", str(output)],
+            "pretrain": ["--clips", str(tmp_path / "clips"), "--run-dir", str(output)]}[job]
+    holder = hold(output)
+    try:
+        assert module.main(argv) == 2
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    assert "is being written by another run" in capsys.readouterr().err
+    assert sorted(p.name for p in output.iterdir()) == [LOCK_FILE]  # nothing written
+
+
+@pytest.mark.slow
+def test_two_ingests_started_at_once_into_one_output(tmp_path):
+    """Overlapping inputs, one output, both jobs started together: one ingests, the other refuses (exit 2)
+    naming the run that holds the output; the output is that of one run, and a rerun skips it all."""
+    videos = [write_pattern(tmp_path / f"cam{k}.mp4", Pattern(seconds=8)) for k in range(3)]
+    output = tmp_path / "clips"
+    env = local_job_env()
+
+    def ingest(inputs) -> subprocess.Popen:
+        cmd = [sys.executable, str(REPO / "jobs" / "ingest.py"), "--quiet", "--crop-size", "32", "--output",
+               str(output), "--input", *map(str, inputs)]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+    jobs = [ingest(videos[:2]), ingest(videos[1:])]
+    began = time.monotonic()
+    codes = [job.wait(timeout=300) for job in jobs]
+    outputs = [job.stdout.read() for job in jobs]
+    assert sorted(codes) == [0, 2], outputs
+    refused = outputs[codes.index(2)]
+    assert f"{output} is being written by another run (ingest, pid {jobs[codes.index(0)].pid}" in refused, refused
+    assert time.monotonic() - began < 300
+    ingested = {p.name.split("=", 1)[1] for p in output.glob("stream_id=*")}
+    expected = {v.stem for v in (videos[:2] if codes[0] == 0 else videos[1:])}
+    assert ingested == expected
+    for stream in ingested:
+        manifest = json.loads((output / f"stream_id={stream}" / "manifest.json").read_text())
+        assert manifest["status"] == "complete"
+        t = read_stream(str(output), stream).column("t").to_pylist()
+        assert sorted(t) == list(range(8)) == sorted(set(t))
+    assert not list(output.rglob(".tmp-*")) and not list(output.glob("_staging/*"))
+    again = ingest(videos)
+    assert again.wait(timeout=300) == 0, again.stdout.read()
