@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from pipelines.downstream.anomaly_job import SCORES, AnomalyJobConfig, format_summary, run_anomaly  # noqa: E402
 from pipelines.downstream.clock import Clock, parse_start_time_args  # noqa: E402
-from pipelines.runtime.cli import add_deprecated_alias, add_output_option  # noqa: E402
+from pipelines.runtime.cli import add_deprecated_alias, add_output_option, add_skip_bad_shards_option  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--start-time", action="append", default=[], metavar="[STREAM=]ISO8601",
                    help="recording start, for wall-clock times (once for all streams, or per stream)")
     p.add_argument("--no-plots", action="store_true", help="skip the timeline PNGs")
+    add_skip_bad_shards_option(p, d("skip_bad_shards"), "embeddings files")
     add_output_option(p, "output directory (path or URI)")
     add_deprecated_alias(p, "--k", "--sigma")
     return p.parse_args(argv)
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             sigma=args.sigma, score=args.score, knn_k=args.knn_k, knn_exclusion=args.knn_exclusion, clips=args.clips,
             max_gap=args.max_gap, labels=args.labels, anomaly_classes=tuple(args.anomaly_classes),
             start_times=parse_start_time_args(args.start_time), plots=not args.no_plots,
+            skip_bad_shards=args.skip_bad_shards,
         )
         result = run_anomaly(config)
     except (ValueError, FileNotFoundError) as exc:  # DownstreamError, EmbeddingsError, LabelsError are ValueErrors

@@ -30,7 +30,7 @@ from epg.cpsp.config import CATEGORY_HEADS, INPUT_NORMS, SUPERVISIONS  # noqa: E
 from epg.probe import CLASS_WEIGHTS, FEATURE_SETS, ProbeConfig  # noqa: E402
 from pipelines.downstream.heads import HEADS, CPSPHeadConfig  # noqa: E402
 from pipelines.downstream.localize_job import LocalizeJobConfig, format_summary, run_localize  # noqa: E402
-from pipelines.runtime.cli import add_output_option  # noqa: E402
+from pipelines.runtime.cli import add_output_option, add_skip_bad_shards_option  # noqa: E402
 
 
 def parse_eval(values: list[str]) -> dict[str, tuple[str, ...]]:
@@ -94,6 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cpsp-local-heads", action=argparse.BooleanOptionalAction, default=cpsp.local_heads,
                    help="each second's gate and category also read its own embeddings (segment head only)")
     p.add_argument("--cpsp-device", default=cpsp.device, help="torch device, e.g. cuda")
+    add_skip_bad_shards_option(p, LocalizeJobConfig.default_of("skip_bad_shards"), "embeddings files")
     add_output_option(p, "output directory (path or URI)")
     return p.parse_args(argv)
 
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                                 stride=args.cpsp_stride, val_fraction=args.cpsp_val_fraction,
                                 input_norm=args.cpsp_input_norm, category_head=args.cpsp_category_head,
                                 local_heads=args.cpsp_local_heads, hidden=args.cpsp_hidden),
+            skip_bad_shards=args.skip_bad_shards,
         )
         result = run_localize(config)
     except (ValueError, FileNotFoundError) as exc:  # DownstreamError, EmbeddingsError, LabelsError are ValueErrors

@@ -26,7 +26,7 @@ from epg.search_ann import ApproximateConfig  # noqa: E402
 from pipelines.downstream.clock import parse_start_time_args  # noqa: E402
 from pipelines.downstream.search_index import INDEX_KINDS  # noqa: E402
 from pipelines.downstream.search_job import SearchJobConfig, format_summary, run_search  # noqa: E402
-from pipelines.runtime.cli import add_output_option  # noqa: E402
+from pipelines.runtime.cli import add_output_option, add_skip_bad_shards_option  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,6 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="approximate index: inverted lists scanned per query (more: slower, closer to exact)")
     p.add_argument("--index-cache", default=None,
                    help="directory (path or URI) keeping built approximate indexes for later searches of the same embeddings")
+    add_skip_bad_shards_option(p, d("skip_bad_shards"), "embeddings files")
     add_output_option(p, "output directory (path or URI)")
     return p.parse_args(argv)
 
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             suppression=args.suppression, clips=args.clips, labels=args.labels,
             start_times=parse_start_time_args(args.start_time), index=args.index,
             approximate_from=args.approximate_from, approximate=ApproximateConfig(nprobe=args.nprobe),
-            index_cache=args.index_cache,
+            index_cache=args.index_cache, skip_bad_shards=args.skip_bad_shards,
         )
         result = run_search(config)
     except (ValueError, FileNotFoundError) as exc:  # DownstreamError, EmbeddingsError, LabelsError are ValueErrors

@@ -39,6 +39,7 @@ Decisions (where the design is silent):
 
 from __future__ import annotations
 
+import sys
 import math
 from dataclasses import dataclass, field
 
@@ -79,6 +80,7 @@ class AnomalyJobConfig(Config):
     anomaly_classes: tuple[str, ...] = DEFAULT_ANOMALY_CLASSES
     start_times: dict[str, str] = field(default_factory=dict)  # stream or "*" → ISO 8601 start
     plots: bool = True
+    skip_bad_shards: bool = False  # leave out damaged embeddings files (each named) instead of stopping
 
     def __post_init__(self) -> None:
         if not self.embeddings:
@@ -235,7 +237,9 @@ def _event_labels(events: list[Event], selected: Embeddings, labels: SecondLabel
 
 def run_anomaly(config: AnomalyJobConfig) -> AnomalyResult:
     """Fit the threshold on the reference streams, flag and merge, write tables, plots and summary."""
-    emb = read_embeddings(config.embeddings)
+    emb = read_embeddings(config.embeddings, skip_bad_shards=config.skip_bad_shards)
+    for damaged in emb.skipped:
+        print(f"anomaly: left out (--skip-bad-shards): {damaged}", file=sys.stderr)
     _check_streams(emb, config.reference, "reference", config.embeddings)
     streams = config.streams or tuple(emb.streams)
     _check_streams(emb, streams, "scored", config.embeddings)
@@ -290,6 +294,7 @@ def run_anomaly(config: AnomalyJobConfig) -> AnomalyResult:
         per_stream[sid] = {"n_seconds": int(rows.sum()), "n_anomalous_seconds": int(anomalous[rows].sum()),
                            "n_events": sum(e.stream_id == sid for e in events), "reference": sid in config.reference}
     summary = {
+        "skipped_files": list(emb.skipped),  # --skip-bad-shards: damaged files left out
         "threshold": threshold.value, "mean": threshold.mean, "std": threshold.std, "k": threshold.k,
         "score": config.score, "max_gap": config.max_gap, "n_reference_seconds": threshold.n_reference, "reference": list(config.reference),
         "streams": list(streams), "n_seconds": len(selected), "n_anomalous_seconds": int(anomalous.sum()),

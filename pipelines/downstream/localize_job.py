@@ -47,6 +47,7 @@ Decisions (where the design is silent):
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -77,6 +78,7 @@ class LocalizeJobConfig(Config):
     heads: tuple[str, ...] = ("linear",)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     cpsp: CPSPHeadConfig = field(default_factory=CPSPHeadConfig)
+    skip_bad_shards: bool = False  # leave out damaged embeddings files (each named) instead of stopping
 
     def __post_init__(self) -> None:
         for name in ("embeddings", "labels", "output"):
@@ -197,6 +199,7 @@ def localize(config: LocalizeJobConfig, emb: Embeddings, labels: LabelTable) -> 
         h, f = max(pairs, key=lambda pair: scores[pair[0]][pair[1]][v].accuracy)
         best[v] = {"head": h, "features": f, "accuracy": scores[h][f][v].accuracy}
     summary = {
+        "skipped_files": list(emb.skipped),  # --skip-bad-shards: damaged files left out
         "heads": list(config.heads), "model": emb.model, "classes": list(classes), "train": list(config.train),
         "views": {v: list(streams) for v, streams in config.eval.items()},
         "n_train_seconds": len(train.t), "majority_class": classes[majority],
@@ -214,7 +217,9 @@ def localize(config: LocalizeJobConfig, emb: Embeddings, labels: LabelTable) -> 
 
 def run_localize(config: LocalizeJobConfig) -> LocalizeResult:
     """Read the embeddings and labels, run ``localize``, write tables, chart and summary."""
-    emb = read_embeddings(config.embeddings)
+    emb = read_embeddings(config.embeddings, skip_bad_shards=config.skip_bad_shards)
+    for damaged in emb.skipped:
+        print(f"localize: left out (--skip-bad-shards): {damaged}", file=sys.stderr)
     labels = read_labels(config.labels)
     _check_inputs(config, emb, labels)
     out = OutputDir(config.output)

@@ -31,6 +31,7 @@ Decisions (where the design is silent):
 
 from __future__ import annotations
 
+import sys
 import re
 import time
 from dataclasses import dataclass, field
@@ -86,6 +87,7 @@ class SearchJobConfig(Config):
     approximate_from: int = 250_000
     approximate: ApproximateConfig = field(default_factory=ApproximateConfig)
     index_cache: str | None = None  # directory that keeps built approximate indexes for the next search
+    skip_bad_shards: bool = False  # leave out damaged embeddings files (each named) instead of stopping
 
     def __post_init__(self) -> None:
         if not self.embeddings:
@@ -154,7 +156,9 @@ def _video_query(config: SearchJobConfig) -> tuple[np.ndarray, np.ndarray, str]:
 
 def run_search(config: SearchJobConfig) -> SearchResult:
     """Answer one query: top-k after exclusion and suppression; write table, contact sheets and summary."""
-    emb = read_embeddings(config.embeddings)
+    emb = read_embeddings(config.embeddings, skip_bad_shards=config.skip_bad_shards)
+    for damaged in emb.skipped:
+        print(f"search: left out (--skip-bad-shards): {damaged}", file=sys.stderr)
     if config.clips is not None and not clips_root_exists(config.clips):
         raise DownstreamError(f"--clips {config.clips!r} does not exist")
     labels_table = read_labels(config.labels) if config.labels else None
@@ -235,6 +239,7 @@ def run_search(config: SearchJobConfig) -> SearchResult:
 
     judged = [r["relevant"] for r in rows if r["relevant"] is not None]
     summary = {
+        "skipped_files": list(emb.skipped),  # --skip-bad-shards: damaged files left out
         "query": query, "mode": config.mode, "k": config.k, "n_results": len(hits), "exclusion": config.exclusion,
         "suppression": config.suppression, "n_indexed": len(index), "streams": emb.streams, "model": emb.model,
         "query_model": query_model, "lam": emb.lam, "index": {"kind": index_choice.kind, "reason": index_choice.reason,

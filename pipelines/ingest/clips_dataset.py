@@ -14,36 +14,67 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipelines.media.storage import OutputStore
-from pipelines.runtime.manifest import StreamManifest, stream_dir
+from pipelines.runtime.manifest import SKIP_HINT, DamagedFile, StreamManifest, stream_dir
 
 
-def stream_manifests(root: str) -> list[StreamManifest]:
+def stream_manifests(root: str, skipped: list[str] | None = None) -> list[StreamManifest]:
+    """The manifests of a root's streams. One that cannot be read raises ``DamagedFile`` naming it, or,
+    with a ``skipped`` list, is described there and left out."""
     store = OutputStore(root)
     infos = store.fs.get_file_info(pafs.FileSelector(store.path(), allow_not_found=True))
     ids = sorted(i.base_name.split("=", 1)[1] for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("stream_id="))
-    manifests = [StreamManifest.load(store, sid) for sid in ids]
-    return [m for m in manifests if m is not None]
+    manifests = []
+    for sid in ids:
+        try:
+            manifest = StreamManifest.read(store, sid)
+        except DamagedFile as exc:
+            if skipped is None:
+                raise
+            skipped.append(str(exc).split("; ")[0])
+            continue
+        if manifest is not None:
+            manifests.append(manifest)
+    return manifests
 
 
-def complete_stream_files(root: str) -> list[str]:
+def complete_stream_files(root: str, skipped: list[str] | None = None) -> list[str]:
     """Parquet files of every complete stream (and the committed files of live ones), in stream and time order.
 
     Any root laid out one ``stream_id=<id>/`` directory per stream with a manifest:
-    the clips of ingest and the embeddings of scoring (``pipelines.score.embeddings``)."""
+    the clips of ingest and the embeddings of scoring (``pipelines.score.embeddings``). A damaged
+    manifest: as ``stream_manifests``."""
     store = OutputStore(root)
     files = []
-    for manifest in stream_manifests(root):
+    for manifest in stream_manifests(root, skipped):
         if manifest.readable:
             files += [f"{stream_dir(store, manifest.stream_id)}/{name}" for name in manifest.files]
     return files
 
 
+def read_shard(path: str, filesystem: pafs.FileSystem, columns: list[str] | None = None) -> pa.Table:
+    """One Parquet file of a dataset; ``DamagedFile`` naming it when it is missing or cannot be decoded."""
+    try:
+        return pq.read_table(path, columns=columns, filesystem=filesystem)
+    except (pa.ArrowException, OSError) as exc:  # ArrowInvalid (a bad footer or page), a missing file
+        raise DamagedFile(f"{path}: cannot be read as Parquet ({type(exc).__name__}: {exc}); {SKIP_HINT}") from None
+
+
+def shard_footer(path: str, filesystem: pafs.FileSystem) -> pq.FileMetaData:
+    """A Parquet file's footer (its schema and row count); ``DamagedFile`` naming it when unreadable."""
+    try:
+        with filesystem.open_input_file(path) as handle:
+            return pq.ParquetFile(handle).metadata
+    except (pa.ArrowException, OSError) as exc:
+        raise DamagedFile(f"{path}: cannot be read as Parquet ({type(exc).__name__}: {exc}); {SKIP_HINT}") from None
+
+
 def read_stream(root: str, stream_id: str, columns: list[str] | None = None) -> pa.Table:
-    """All rows of one complete stream (or the committed rows of a live one), ordered by t."""
+    """All rows of one complete stream (or the committed rows of a live one), ordered by t; ``DamagedFile``
+    naming a manifest or file that cannot be read."""
     store = OutputStore(root)
-    manifest = StreamManifest.load(store, stream_id)
+    manifest = StreamManifest.read(store, stream_id)
     if manifest is None or not manifest.readable:
         raise FileNotFoundError(f"{root}: stream {stream_id!r} is not completely ingested")
     paths = [f"{stream_dir(store, stream_id)}/{name}" for name in manifest.files]
-    tables = [pq.read_table(p, columns=columns, filesystem=store.fs) for p in paths]
+    tables = [read_shard(p, store.fs, columns) for p in paths]
     return pa.concat_tables(tables).sort_by("t")

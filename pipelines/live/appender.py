@@ -31,7 +31,9 @@ class LiveAppender:
         self.stream_id, self.schema, self.compression = stream_id, schema, compression
         self.shard_seconds = shard_seconds
         self.dir = stream_dir(self.store, stream_id)
-        previous = StreamManifest.load(self.store, stream_id)
+        # A damaged manifest is an error (DamagedFile names it): starting the stream anew would delete its
+        # committed files, which only that manifest lists.
+        previous = StreamManifest.read(self.store, stream_id)
         if previous is not None and previous.status == STATUS_LIVE and previous.config_hash != config_hash:
             raise ValueError(f"{self.dir}: live stream {stream_id!r} was written with other settings "
                              f"(config {previous.config_hash}, now {config_hash}); use another --clips or stream name")

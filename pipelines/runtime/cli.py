@@ -30,6 +30,14 @@ def add_output_option(parser: argparse.ArgumentParser, help: str, required: bool
     parser.add_argument("--output", "-o", required=required, default=default, help=help)
 
 
+def add_skip_bad_shards_option(parser: argparse.ArgumentParser, default: bool, what: str = "files") -> None:
+    """``--skip-bad-shards``: go on without the dataset's damaged manifests and Parquet files (each named)
+    instead of stopping at the first with an error that names it."""
+    parser.add_argument("--skip-bad-shards", action="store_true", default=default,
+                        help=f"leave out {what} whose manifest or Parquet file cannot be read (each named in the "
+                             "output) instead of stopping with an error that names it")
+
+
 class _DeprecatedAlias(argparse.Action):
     """Stores into the new flag's destination and warns that the old spelling is deprecated."""
 

@@ -5,6 +5,7 @@ stream whose manifest says complete for the same config hash is skipped.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -18,6 +19,13 @@ STATUS_FAILED = "failed"
 STATUS_LIVE = "live"
 READABLE_STATUSES = (STATUS_COMPLETE, STATUS_LIVE)
 MANIFEST_NAME = "manifest.json"
+
+
+class DamagedFile(ValueError):
+    """A manifest or Parquet shard of a dataset that cannot be read; the message names the file."""
+
+
+SKIP_HINT = "repair or remove it, or pass --skip-bad-shards to go on without it"
 
 
 def stream_dir(store: OutputStore, stream_id: str) -> str:
@@ -74,8 +82,32 @@ class StreamManifest:
 
     @classmethod
     def load(cls, store: OutputStore, stream_id: str) -> "StreamManifest | None":
-        data = store.read_json(f"{stream_dir(store, stream_id)}/{MANIFEST_NAME}")
-        if data is None:
+        """The stream's manifest; None when it has none, or one that cannot be read (a writer redoes the
+        stream). Readers use ``read``, which says so."""
+        try:
+            return cls.read(store, stream_id)
+        except DamagedFile:
             return None
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def read(cls, store: OutputStore, stream_id: str) -> "StreamManifest | None":
+        """The stream's manifest (None when it has none); ``DamagedFile`` naming it when it cannot be read."""
+        path = f"{stream_dir(store, stream_id)}/{MANIFEST_NAME}"
+        try:
+            with store.fs.open_input_stream(path) as handle:
+                raw = handle.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise DamagedFile(f"{path}: cannot be read ({exc}); {SKIP_HINT}") from None
+        try:
+            data = json.loads(raw.decode())
+            if not isinstance(data, dict):
+                raise ValueError(f"a JSON {type(data).__name__}, not an object")
+            known = set(cls.__dataclass_fields__)
+            manifest = cls(**{k: v for k, v in data.items() if k in known})
+            if not isinstance(manifest.files, list) or not all(isinstance(f, str) for f in manifest.files):
+                raise ValueError("its files are not a list of names")
+        except (UnicodeDecodeError, ValueError, TypeError) as exc:
+            raise DamagedFile(f"{path}: not a stream manifest ({type(exc).__name__}: {exc}); {SKIP_HINT}") from None
+        return manifest

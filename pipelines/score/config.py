@@ -39,6 +39,9 @@ class EmbedConfig(Config):
     jpeg_round_trip: bool = True
     frame_skip: str = "none"  # videos: frames the decoder may leave out, as in ingest (IngestConfig.frame_skip)
     frame_skip_tolerance: float = 1.0  # videos: as in ingest
+    # clips: leave out a stream whose manifest or a file of it cannot be read (said in the summary), instead
+    # of stopping with an error that names the file
+    skip_bad_shards: bool = False
 
     config_error = EmbedError
 

@@ -16,14 +16,14 @@ stream that a scoring run is still writing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from pipelines.ingest.clips_dataset import complete_stream_files
+from pipelines.ingest.clips_dataset import complete_stream_files, read_shard
 from pipelines.media.storage import OutputStore
+from pipelines.runtime.manifest import DamagedFile
 
 
 class EmbeddingsError(ValueError):
@@ -77,6 +77,7 @@ class Embeddings:
     av_dist: np.ndarray
     model: str
     lam: float
+    skipped: list[str] = field(default_factory=list)  # damaged manifests and files left out (skip_bad_shards)
 
     def __len__(self) -> int:
         return len(self.t)
@@ -86,7 +87,8 @@ class Embeddings:
         return sorted(set(self.stream_id.tolist()))
 
     def select(self, mask: np.ndarray) -> "Embeddings":
-        return Embeddings(self.stream_id[mask], self.t[mask], self.v[mask], self.a[mask], self.av_dist[mask], self.model, self.lam)
+        return Embeddings(self.stream_id[mask], self.t[mask], self.v[mask], self.a[mask], self.av_dist[mask], self.model, self.lam,
+                          self.skipped)
 
     def of_streams(self, stream_ids: list[str] | tuple[str, ...]) -> "Embeddings":
         return self.select(np.isin(self.stream_id, list(stream_ids)))
@@ -99,12 +101,18 @@ class Embeddings:
         return int(rows[0])
 
 
-def read_embeddings(root: str, stream_ids: list[str] | None = None) -> Embeddings:
-    """All complete streams of an embeddings root (or the given ones); ``EmbeddingsError`` when unusable."""
+def read_embeddings(root: str, stream_ids: list[str] | None = None, skip_bad_shards: bool = False) -> Embeddings:
+    """All complete streams of an embeddings root (or the given ones); ``EmbeddingsError`` when unusable,
+    naming a manifest or file that cannot be read, unless ``skip_bad_shards``: then those are left out and
+    ``Embeddings.skipped`` says which and why."""
     store = OutputStore(root)
     if not store.exists(store.path()):
         raise EmbeddingsError(f"embeddings directory {root!r} does not exist; run jobs/embed.py first")
-    files = complete_stream_files(root)
+    skipped: list[str] | None = [] if skip_bad_shards else None
+    try:
+        files = complete_stream_files(root, skipped)
+    except DamagedFile as exc:
+        raise EmbeddingsError(str(exc)) from None
     if stream_ids is not None:
         wanted = {f"stream_id={sid}" for sid in stream_ids}
         files = [f for f in files if f.rsplit("/", 2)[-2] in wanted]
@@ -114,7 +122,16 @@ def read_embeddings(root: str, stream_ids: list[str] | None = None) -> Embedding
             raise EmbeddingsError(f"embeddings directory {root!r} has no complete stream(s) {missing}")
     if not files:
         raise EmbeddingsError(f"embeddings directory {root!r} has no completely scored stream")
-    tables = [pq.read_table(p, filesystem=store.fs) for p in files]
+    tables = []
+    for path in files:
+        try:
+            tables.append(read_shard(path, store.fs))
+        except DamagedFile as exc:
+            if skipped is None:
+                raise EmbeddingsError(str(exc)) from None
+            skipped.append(str(exc).split("; ")[0])
+    if not tables:
+        raise EmbeddingsError(f"embeddings directory {root!r}: every file is damaged: " + "; ".join(skipped or []))
     models = {(t.schema.metadata or {}).get(b"model", b"").decode() for t in tables}
     lams = {(t.schema.metadata or {}).get(b"lam", b"0.5").decode() for t in tables}
     if len(models) > 1 or len(lams) > 1:
@@ -129,4 +146,5 @@ def read_embeddings(root: str, stream_ids: list[str] | None = None) -> Embedding
         av_dist=table.column("av_dist").to_numpy().astype(np.float32),
         model=models.pop(),
         lam=float(lams.pop()),
+        skipped=list(skipped or []),
     )

@@ -103,10 +103,11 @@ def _embed(checkpoint: str, output: str, clips: str | None, videos: list[str] | 
     store = OutputStore(output)
     input_errors: list[str] = []
     ingest: IngestConfig | None = None
+    damaged: list[str] = []  # --skip-bad-shards: what was left out
     if clips is not None:
         if same_place(clips, output):
             raise EmbedError(f"output {output!r} is the clips directory; choose another --output")
-        plans = clip_plans(clips, scoring)
+        plans = clip_plans(clips, scoring, damaged if settings.skip_bad_shards else None)
     else:
         ingest = ingest_config_for(scoring, settings)
         resolved = resolve_inputs(list(videos or []))
@@ -118,7 +119,8 @@ def _embed(checkpoint: str, output: str, clips: str | None, videos: list[str] | 
         raise EmbedError(f"output {output!r} holds embeddings of another model: {held}; pass --overwrite to score "
                          f"this run's streams with {scoring.model_id}, or choose another --output")
     run_ids = {p.stream_id for p in plans}
-    warnings = [f"stream {sid} of the output still holds model {model} (not part of this run); read_embeddings "
+    warnings = [f"left out (--skip-bad-shards): {d}" for d in damaged]
+    warnings += [f"stream {sid} of the output still holds model {model} (not part of this run); read_embeddings "
                 f"refuses a mix until it is scored again" for sid, model in sorted(others.items()) if sid not in run_ids]
 
     publisher = Publisher(store)

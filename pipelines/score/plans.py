@@ -68,18 +68,25 @@ def model_record(scoring: ScoringModel) -> dict[str, Any]:
             "scoring": SCORING}
 
 
-def clip_plans(clips: str, scoring: ScoringModel) -> list[StreamPlan]:
+def clip_plans(clips: str, scoring: ScoringModel, skipped: list[str] | None = None) -> list[StreamPlan]:
+    """A plan per readable stream of the clips root. A damaged manifest or file is an ``EmbedError`` naming
+    it, or with a ``skipped`` list its stream is left out (a stream is scored whole) and said there."""
     try:
-        info = inspect_clips(clips)
+        info = inspect_clips(clips, skip_bad_shards=skipped is not None)
         check_compatible(info, scoring.model_config)
     except ClipsError as exc:
         raise EmbedError(str(exc)) from None
+    if skipped is not None:
+        skipped += info.skipped
     root = clips if "://" in clips else str(Path(clips).resolve())
     store = OutputStore(clips)
     plans = []
-    for manifest in stream_manifests(clips):
+    usable = set(info.files)
+    for manifest in stream_manifests(clips, [] if skipped is not None else None):
         if not manifest.readable or manifest.stream_id not in info.stream_ids:
             continue
+        if any(f"{stream_dir(store, manifest.stream_id)}/{name}" not in usable for name in manifest.files):
+            continue  # one of its files is damaged (said in ``skipped``)
         version = [manifest.config_hash, manifest.source_key, manifest.rows, manifest.files, manifest.updated_at]
         config = {**model_record(scoring), "input": "clips", "clips_root": root, "clips_config_hash": manifest.config_hash}
         plans.append(StreamPlan(
@@ -118,7 +125,7 @@ def other_models(store: OutputStore, model_id: str) -> dict[str, str]:
     if not store.exists(store.path()):
         return {}
     found = {}
-    for manifest in stream_manifests(store.root):
+    for manifest in stream_manifests(store.root, []):  # a damaged manifest: that stream is scored again
         model = (manifest.config or {}).get("model")
         if manifest.status == STATUS_COMPLETE and model != model_id:
             found[manifest.stream_id] = str(model)

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from epg.config import LOSS_KINDS, MINING_RULES, SCHEDULES, VISUAL_INITS, VISUAL_INPUTS, EPGConfig
-from pipelines.runtime.cli import add_deprecated_alias, add_ray_options
+from pipelines.runtime.cli import add_deprecated_alias, add_ray_options, add_skip_bad_shards_option
 from pipelines.train.config import PAIRINGS, PRECISIONS, PRESETS, PretrainConfig, build_pretrain_config
 
 _EPG = EPGConfig()
@@ -87,6 +87,7 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
     p.add_argument("--log-every", type=int, default=d("log_every"))
     p.add_argument("--log-batches", action="store_true", default=d("log_batches"),
                    help="record every batch's (stream, t, crop) under the run dir")
+    add_skip_bad_shards_option(p, d("skip_bad_shards"), "clips files")
     add_ray_options(p, progress=False)
     add_deprecated_alias(p, "--k", "--mine-k")
     return p.parse_args(argv)
@@ -120,4 +121,5 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
         holdout_fraction=args.holdout_fraction,
         lr_warmup_steps=args.lr_warmup_steps, lr_schedule=args.lr_schedule,
         freeze_batchnorm=args.freeze_batchnorm, log_every=args.log_every, log_batches=args.log_batches,
+        skip_bad_shards=args.skip_bad_shards,
     )

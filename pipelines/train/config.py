@@ -61,6 +61,7 @@ class PretrainConfig(Config):
     sync_batchnorm: bool = True  # SyncBatchNorm across GPU workers
     log_every: int = 10
     log_batches: bool = False
+    skip_bad_shards: bool = False  # leave out clips files (or streams) that cannot be read, instead of stopping
 
     config_error = PretrainError
 

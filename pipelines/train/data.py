@@ -42,8 +42,9 @@ import torch
 from PIL import Image
 
 from epg.config import ModelConfig
-from pipelines.ingest.clips_dataset import complete_stream_files, stream_manifests
+from pipelines.ingest.clips_dataset import shard_footer, stream_manifests
 from pipelines.media.storage import OutputStore
+from pipelines.runtime.manifest import DamagedFile, stream_dir
 
 CLIP_COLUMNS = ["stream_id", "t", "frames", "logmel", "has_audio", "has_video"]
 
@@ -64,35 +65,49 @@ class ClipsInfo:
     frames_per_clip: int
     n_mels: int
     logmel_frames: int
+    skipped: tuple[str, ...] = ()  # damaged manifests and files left out (--skip-bad-shards), each with why
 
     def stream_index(self) -> dict[str, int]:
         """stream_id -> index, the same on every worker (sorted stream ids)."""
         return {sid: i for i, sid in enumerate(self.stream_ids)}
 
 
-def inspect_clips(root: str) -> ClipsInfo:
+def inspect_clips(root: str, skip_bad_shards: bool = False) -> ClipsInfo:
     """Read the manifests and Parquet footers of a clips root; ``ClipsError`` when unusable.
 
     Checks: the root exists, holds at least one completely ingested stream with
     rows, every file has the §3.1 columns, and all files agree on crop size,
-    frames per clip and log-mel shape (schema metadata written by ingest).
+    frames per clip and log-mel shape (schema metadata written by ingest). A manifest or
+    footer that cannot be read is an error naming the file, or with ``skip_bad_shards``
+    that stream or file is left out (``ClipsInfo.skipped`` says which).
     """
     store = OutputStore(root)
     if not store.exists(store.path()):
         raise ClipsError(f"clips directory {root!r} does not exist")
-    manifests = stream_manifests(root)
+    skipped: list[str] | None = [] if skip_bad_shards else None
+    try:
+        manifests = stream_manifests(root, skipped)
+    except DamagedFile as exc:
+        raise ClipsError(str(exc)) from None
     complete = [m for m in manifests if m.readable]  # live streams: their committed seconds
     if not complete:
         found = ", ".join(f"{m.stream_id} ({m.status})" for m in manifests) or "no stream_id=* directories"
         raise ClipsError(f"clips directory {root!r} has no completely ingested stream ({found}); run jobs/ingest.py first")
-    files = complete_stream_files(root)
-    if not files:
+    listed = [f"{stream_dir(store, m.stream_id)}/{name}" for m in complete for name in m.files]
+    if not listed:
         raise ClipsError(f"clips directory {root!r}: the complete streams list no Parquet files")
     shapes: dict[tuple[int, int, int, int], str] = {}
     rows = 0
-    for path in files:
-        with store.fs.open_input_file(path) as handle:
-            meta = pq.ParquetFile(handle).metadata
+    files = []
+    for path in listed:
+        try:
+            meta = shard_footer(path, store.fs)
+        except DamagedFile as exc:
+            if skipped is None:
+                raise ClipsError(str(exc)) from None
+            skipped.append(str(exc).split("; ")[0])
+            continue
+        files.append(path)
         schema = meta.schema.to_arrow_schema()
         missing = [c for c in CLIP_COLUMNS if c not in schema.names]
         if missing:
@@ -104,13 +119,18 @@ def inspect_clips(root: str) -> ClipsInfo:
             raise ClipsError(f"{path}: schema metadata lacks {exc.args[0]!r} (written by an older ingest?)") from None
         shapes.setdefault(shape, path)  # type: ignore[arg-type]
         rows += meta.num_rows
+    if not files:
+        raise ClipsError(f"clips directory {root!r}: every file of its complete streams is damaged: "
+                         + "; ".join(skipped or []))
     if len(shapes) > 1:
         described = "; ".join(f"crop {s[0]}, {s[1]} frames, mel {s[2]}x{s[3]} (e.g. {p})" for s, p in shapes.items())
         raise ClipsError(f"clips directory {root!r} mixes clip shapes: {described}; ingest them again with one config")
     crop, frames, n_mels, t = next(iter(shapes))
     if rows == 0:
         raise ClipsError(f"clips directory {root!r} has no clip rows")
-    return ClipsInfo(root, tuple(files), tuple(sorted(m.stream_id for m in complete)), rows, crop, frames, n_mels, t)
+    streams = {f.rsplit("/", 2)[-2].split("=", 1)[1] for f in files}
+    return ClipsInfo(root, tuple(files), tuple(sorted(m.stream_id for m in complete if m.stream_id in streams)), rows,
+                     crop, frames, n_mels, t, tuple(skipped or ()))
 
 
 def check_compatible(info: ClipsInfo, model: ModelConfig) -> None:

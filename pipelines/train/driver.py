@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,9 @@ class PretrainResult:
 def prepare_run(config: PretrainConfig) -> tuple[ClipsInfo, dict[str, dict[int, int]] | None, list[str]]:
     """All checks that need no Ray: clips, model shapes, labels, and a recorded config that matches."""
     try:
-        info = inspect_clips(config.clips)
+        info = inspect_clips(config.clips, config.skip_bad_shards)
+        for damaged in info.skipped:
+            print(f"pretrain: left out (--skip-bad-shards): {damaged}", file=sys.stderr)
         check_compatible(info, config.epg.model)
         labels, names = (None, []) if config.labels is None else load_label_index(config.labels, info.stream_ids)
     except ClipsError as exc:

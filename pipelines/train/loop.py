@@ -106,7 +106,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     log = MetricsLog(run_dir, position.step, optim.epochs) if rank == 0 else None
     holdout = None
     if rank == 0 and config.holdout_fraction > 0:
-        info = inspect_clips(config.clips)
+        info = inspect_clips(config.clips, config.skip_bad_shards)
         holdout = load_holdout(info, holdout_cutoffs(info, config.holdout_fraction), config.holdout_max_clips)
         if holdout is not None and position.step == 0:  # the random-init anchor, before the first step
             initial = holdout_diagnostics(model, holdout, epg.loss.distance_lam, device)
