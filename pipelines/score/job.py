@@ -17,6 +17,7 @@ from pipelines.ingest.config import IngestConfig
 from pipelines.media.sources import resolve_inputs
 from pipelines.media.storage import OutputStore
 from pipelines.runtime.cluster import check_capacity, ensure_ray
+from pipelines.runtime.datasets import damaged_shards
 from pipelines.runtime.lock import output_lock
 from pipelines.runtime.manifest import STATUS_COMPLETE, StreamManifest
 from pipelines.runtime.stream_job import STATUS_SKIPPED, StreamJobSummary, StreamOutcome, remove_empty_staging
@@ -24,7 +25,7 @@ from pipelines.score.config import CONFIG_FILE, EmbedConfig, EmbedError
 from pipelines.score.inputs import ClipShape
 from pipelines.score.model import ScoringModel
 from pipelines.score.pipeline import clips_dataset, inspect_videos, score, videos_dataset, window_items
-from pipelines.score.plans import clip_plans, ingest_config_for, model_record, other_models, same_place, video_plans
+from pipelines.score.plans import StreamPlan, clip_plans, ingest_config_for, model_record, other_models, same_place, video_plans
 from pipelines.score.publish import Publisher
 
 
@@ -55,6 +56,23 @@ class EmbedSummary(StreamJobSummary):
         return "\n".join(lines)
 
 
+
+
+def _without_damaged(plans: list[StreamPlan], clips: str, skip: bool, publisher: Publisher,
+                     warnings: list[str]) -> list[StreamPlan]:
+    """The plans whose clips files all decode (``damaged_shards``). A stream with a damaged file fails with
+    the file named (one bad stream never stops the rest), or with ``skip`` is left out with a warning."""
+    damaged = damaged_shards([f for p in plans for f in p.files], clips)
+    kept = []
+    for plan in plans:
+        reasons = [damaged[f] for f in plan.files if f in damaged]
+        if not reasons:
+            kept.append(plan)
+        elif skip:
+            warnings.extend(f"left out (--skip-bad-shards): {why.split('; ')[0]}" for why in reasons)
+        else:
+            publisher.fail(plan, reasons)
+    return kept
 
 
 def with_actors_for_cluster(settings: EmbedConfig, clips_input: bool = False) -> EmbedConfig:
@@ -143,6 +161,8 @@ def _embed(checkpoint: str, output: str, clips: str | None, videos: list[str] | 
         inputs: dict[str, Any] = {"clips": clips} if clips is not None else {"videos": list(videos or [])}
         store.write_json(store.path(CONFIG_FILE), {**model_record(scoring), "settings": settings.to_dict(),
                                                    "inputs": inputs, "ingest": ingest.to_dict() if ingest else None})
+        if clips is not None:
+            pending = _without_damaged(pending, clips, settings.skip_bad_shards, publisher, warnings)
         for plan in pending:
             publisher.start(plan)
         if clips is not None:

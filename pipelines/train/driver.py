@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.runtime.cluster import check_capacity, ensure_ray
+from pipelines.runtime.datasets import damaged_shards
 from pipelines.runtime.lock import output_lock
 from pipelines.train.checkpoint import CONFIG_FILE
 from pipelines.train.config import OPERATIONAL_FIELDS, PretrainConfig, PretrainError
@@ -116,6 +117,17 @@ def _pretrain(config: PretrainConfig, ray_address: str | None) -> PretrainResult
     ensure_ray(ray_address)
     check_capacity("workers", config.workers, config.cpus_per_worker, config.gpus_per_worker, PretrainError,
                    spare_for="the Ray Data decode tasks", hint="lower --workers or --cpus-per-worker")
+    damaged = damaged_shards(list(info.files), info.root)
+    if damaged and not config.skip_bad_shards:
+        more = f" (and {len(damaged) - 1} more damaged file(s))" if len(damaged) > 1 else ""
+        raise PretrainError(next(iter(damaged.values())) + more)
+    if damaged:
+        for why in damaged.values():
+            print(f"pretrain: left out (--skip-bad-shards): {why.split('; ')[0]}", file=sys.stderr)
+        files = tuple(f for f in info.files if f not in damaged)
+        if not files:
+            raise PretrainError(f"clips directory {info.root!r}: every file is damaged")
+        info = dataclasses.replace(info, files=files, skipped=info.skipped + tuple(damaged.values()))
     write_config(config, info, names)
 
     dataset = build_dataset(info, labels, shuffle_seed=config.epg.optim.seed if config.global_shuffle else None,
@@ -126,7 +138,8 @@ def _pretrain(config: PretrainConfig, ray_address: str | None) -> PretrainResult
     run_dir = Path(config.run_dir).resolve()
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"config": config.to_dict(), "total_steps": estimated_steps(config, info)},
+        train_loop_config={"config": config.to_dict(), "total_steps": estimated_steps(config, info),
+                           "files": list(info.files)},
         torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=config.workers,

@@ -25,6 +25,7 @@ import torch
 
 from epg.encoders import AVEncoders
 from epg.learning import INIT_DIAGNOSTICS_FILE, learning_diagnostics
+from pipelines.ingest.clips_dataset import read_shard
 from pipelines.media.storage import OutputStore
 from pipelines.train.data import CLIP_COLUMNS, ClipsInfo, decode_clips
 
@@ -76,7 +77,7 @@ def load_holdout(info: ClipsInfo, cutoffs: Mapping[str, int], max_clips: int) ->
         held_out = term if held_out is None else held_out | term
     wanted = held_out & pc.field("has_audio") & pc.field("has_video")
     store = OutputStore(info.root)
-    tables = [pq.read_table(path, columns=list(CLIP_COLUMNS), filters=wanted, filesystem=store.fs) for path in info.files]
+    tables = [read_shard(path, store.fs, list(CLIP_COLUMNS), filters=wanted) for path in info.files]
     tables = [table for table in tables if table.num_rows]
     held = pa.concat_tables(tables) if tables else None
     if held is None or held.num_rows == 0:

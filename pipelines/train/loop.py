@@ -7,6 +7,7 @@ SyncBatchNorm across workers. The loss and the mining always run in fp32.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -107,6 +108,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     holdout = None
     if rank == 0 and config.holdout_fraction > 0:
         info = inspect_clips(config.clips, config.skip_bad_shards)
+        if "files" in loop_config:  # without the files the driver found damaged (--skip-bad-shards)
+            info = dataclasses.replace(info, files=tuple(loop_config["files"]))
         holdout = load_holdout(info, holdout_cutoffs(info, config.holdout_fraction), config.holdout_max_clips)
         if holdout is not None and position.step == 0:  # the random-init anchor, before the first step
             initial = holdout_diagnostics(model, holdout, epg.loss.distance_lam, device)

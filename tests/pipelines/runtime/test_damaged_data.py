@@ -104,13 +104,25 @@ def test_scoring_with_skip_bad_shards_scores_the_streams_it_can_read(datasets, t
     assert sorted(p.name for p in (tmp_path / "emb").glob("stream_id=*")) == ["stream_id=cam0"]
 
 
-def test_a_shard_damaged_inside_its_data_is_named_by_the_readers(datasets, tmp_path):
+def test_a_shard_damaged_inside_its_data_is_found_before_training_and_fails_only_its_stream(datasets, tmp_path,
+                                                                                            capsys):
+    """Its footer reads; its data pages do not decompress: pretraining stops before it starts, naming the
+    file, and scoring fails that stream only (exit 1), its manifest saying why."""
     clips = copy_of(datasets["clips"], tmp_path / "clips")
     path = shard_of(clips, "cam0")
     damage(path, "zeroed")
     with pytest.raises(DamagedFile, match=rf"^{path}: cannot be read as Parquet"):
         read_stream(str(clips), "cam0")
     assert read_stream(str(clips), "cam1").num_rows == 12
+    assert pretrain_cli.main(["--clips", str(clips), "--run-dir", str(tmp_path / "run"), "--preset", "tiny",
+                              "--batch-size", "8"]) == 2
+    assert f"pretrain: error: {path}: cannot be read as Parquet" in capsys.readouterr().err
+    output = tmp_path / "emb"
+    assert embed_cli.main(["--checkpoint", str(datasets["checkpoint"]), "--clips", str(clips), "--quiet",
+                           "--output", str(output)]) == 1
+    failed = json.loads((output / "stream_id=cam0" / "manifest.json").read_text())
+    assert failed["status"] == "failed" and str(path) in failed["errors"][0], failed["errors"]
+    assert json.loads((output / "stream_id=cam1" / "manifest.json").read_text())["status"] == "complete"
 
 
 @pytest.mark.parametrize("broken", ["manifest garbage", "shard truncated", "shard zeroed"])
