@@ -31,6 +31,18 @@ def source_kind(source: str) -> str:
     return "dir"
 
 
+def redacted(source: str) -> str:
+    """The source as manifests, logs and metrics show it: a password in the URL (``rtsp://user:pw@cam/``) as ***."""
+    password = urlparse(source).password if "://" in source else None
+    return source.replace(f":{password}@", ":***@", 1) if password else source
+
+
+def scrubbed(text: str, source: str) -> str:
+    """``text`` (an error message) without the source's password."""
+    password = urlparse(source).password if "://" in source else None
+    return text.replace(password, "***") if password else text
+
+
 def default_stream_id(source: str) -> str:
     """A stream id from the source: the playlist's name (for index.m3u8-like names its folder's, or the host's),
     the RTSP host and path, or the directory's name."""

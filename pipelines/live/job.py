@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
-from pipelines.live.config import WatchConfig, stream_ids
+from pipelines.live.config import WatchConfig, redacted, scrubbed, stream_ids
 from pipelines.live.watcher import StreamWatcher, WatchStats, default_embeddings
 from pipelines.runtime.cluster import ensure_ray
 
@@ -95,7 +95,7 @@ def progress_line(stats: list[dict]) -> str:
 
 
 def _unstarted(config: WatchConfig, i: int) -> dict:
-    return asdict(WatchStats(stream_ids(config)[i], config.sources[i]))
+    return asdict(WatchStats(stream_ids(config)[i], redacted(config.sources[i])))
 
 
 def run_watch(config: WatchConfig, ray_address: str | None = None, show_progress: bool = True) -> WatchSummary:
@@ -135,10 +135,10 @@ def run_watch(config: WatchConfig, ray_address: str | None = None, show_progress
                     if stopping.is_set() or restarts[i] > MAX_RESTARTS:
                         del runs[i]
                         final[i] = {**last.get(i, _unstarted(config, i)), "state": "failed",
-                                    "last_error": f"{type(exc).__name__}: {exc}"}
-                        print(f"[watch] {config.sources[i]}: watcher failed: {exc}", file=sys.stderr)
+                                    "last_error": scrubbed(f"{type(exc).__name__}: {exc}", config.sources[i])}
+                        print(f"[watch] {redacted(config.sources[i])}: watcher failed: {scrubbed(str(exc), config.sources[i])}", file=sys.stderr)
                         continue
-                    print(f"[watch] {config.sources[i]}: watcher died ({type(exc).__name__}); restarting",
+                    print(f"[watch] {redacted(config.sources[i])}: watcher died ({type(exc).__name__}); restarting",
                           file=sys.stderr)
                     ray.kill(actors[i], no_restart=True)  # a task error leaves the actor alive
                     last.pop(i, None)  # the new actor counts its own seconds from 0

@@ -40,7 +40,7 @@ from pipelines.ingest.config import IngestConfig
 from pipelines.ingest.window import WindowTask, window_clips
 from pipelines.live.alerts import AlertSink, AlertTracker
 from pipelines.live.appender import LiveAppender
-from pipelines.live.config import WatchConfig, source_kind, stream_ids
+from pipelines.live.config import WatchConfig, redacted, scrubbed, source_kind, stream_ids
 from pipelines.live.sources import HlsSource, RtspSource, Segment, SegmentDirSource, SourceError
 from pipelines.live.timeline import HOLE_SECONDS, Placed, StreamTimeline
 from pipelines.media.info import MediaError, inspect_video
@@ -99,7 +99,7 @@ class StreamWatcher:
         self.kind = source_kind(self.source)
         self.stream_id = stream_ids(config)[index]
         self._stop = threading.Event()
-        self.stats = WatchStats(self.stream_id, self.source)
+        self.stats = WatchStats(self.stream_id, redacted(self.source))
         self._lags: deque = deque(maxlen=LAG_SAMPLES)
         self._cpu_at_start = time.process_time()
 
@@ -116,7 +116,7 @@ class StreamWatcher:
             self.ingest = ingest_config_for(self.scoring, EmbedConfig())
         else:
             self.ingest = IngestConfig(crop_size=config.crop_size)
-        self.clips = LiveAppender(config.clips, self.stream_id, self.source, self.ingest.output_hash(),
+        self.clips = LiveAppender(config.clips, self.stream_id, redacted(self.source), self.ingest.output_hash(),
                                   self.ingest.to_dict(), clips_schema(self.ingest), self.ingest.compression,
                                   config.shard_seconds)
         self.embeddings = self._embeddings_appender() if self.scoring else None
@@ -171,7 +171,7 @@ class StreamWatcher:
 
         record = {**model_record(self.scoring), "input": "live", "clips_config_hash": self.ingest.output_hash()}
         return LiveAppender(self.config.embeddings or default_embeddings(self.config.clips), self.stream_id,
-                            self.source, short_hash(record), record,
+                            redacted(self.source), short_hash(record), record,
                             embeddings_schema(self.scoring.dim, self.scoring.model_id, self.scoring.lam), "zstd",
                             self.config.shard_seconds)
 
@@ -241,7 +241,8 @@ class StreamWatcher:
                 # Source errors only (the sources wrap their own I/O errors): a failed commit must not be
                 # retried on a half-updated manifest, so storage errors end the actor and the job restarts it.
                 except (SourceError, http.client.HTTPException) as exc:
-                    self.stats.state, self.stats.last_error = "retrying", f"{type(exc).__name__}: {exc}"
+                    self.stats.state = "retrying"
+                    self.stats.last_error = scrubbed(f"{type(exc).__name__}: {exc}", self.source)
                     self.stats.reconnects += 1
                     if isinstance(self.reader, RtspSource):
                         self.reader.stop()
@@ -357,6 +358,7 @@ class StreamWatcher:
     def _error(self, message: str) -> None:
         """A problem for the manifest (the same one read again on resume is not repeated; the last 1000 kept)."""
         errors = self.clips.manifest.errors
+        message = scrubbed(message, self.source)
         if message not in errors[-20:]:
             errors.append(message)
             del errors[:-1000]
@@ -399,7 +401,7 @@ class StreamWatcher:
         gaps = []
         first = self.chain[0].first_whole_second
         if self.next_t < first:
-            reason = self.chain_reason or "the source delivered no media for these seconds"
+            reason = scrubbed(self.chain_reason or "the source delivered no media for these seconds", self.source)
             gaps.append({"start": self.next_t, "end": first, "reason": reason})
             self.stats.gap_seconds += first - self.next_t
             self.next_t = first
@@ -427,7 +429,7 @@ class StreamWatcher:
             table, error = self._decode(t0, n)
             self.stats.decode_seconds += time.perf_counter() - began
             if table is None:
-                gaps = gaps + [{"start": t0, "end": t0 + n, "reason": error}]
+                gaps = gaps + [{"start": t0, "end": t0 + n, "reason": scrubbed(error, self.source)}]
                 self.stats.gap_seconds += n
                 self._error(error)
         until = t0 + n

@@ -111,7 +111,9 @@ def run_pretrain(config: PretrainConfig, ray_address: str | None = None) -> Pret
 def _pretrain(config: PretrainConfig, ray_address: str | None) -> PretrainResult:
     from ray.data import ExecutionOptions
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchTrainer
+
+    from pipelines.train.process_group import BoundTorchConfig
 
     info, labels, names = prepare_run(config)
     ensure_ray(ray_address)
@@ -140,7 +142,7 @@ def _pretrain(config: PretrainConfig, ray_address: str | None) -> PretrainResult
         train_loop,
         train_loop_config={"config": config.to_dict(), "total_steps": estimated_steps(config, info),
                            "files": list(info.files)},
-        torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
+        torch_config=BoundTorchConfig(backend="nccl" if config.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=config.workers,
             use_gpu=config.use_gpu,

@@ -12,11 +12,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 from PIL import Image
 
@@ -26,6 +28,7 @@ from pipelines.demo.stages import choose_query
 from pipelines.ingest.clips_dataset import read_stream
 from pipelines.score.embeddings import read_embeddings
 from tests.conftest import REPO
+from tests.pipelines.runtime.test_cluster import is_loopback, listening
 
 sys.path.insert(0, str(REPO / "jobs"))
 import demo as demo_cli  # noqa: E402
@@ -216,8 +219,9 @@ LOGGED_WARNING = re.compile(r"\w*Warning: |ArrowConversionError|falling back to 
 @pytest.mark.slow
 def test_the_console_is_short_and_holds_no_warning_or_ray_message(tmp_path):
     """``jobs/demo.py`` at a small size, as a user runs it: fewer than 40 console lines, none a warning
-    or a Ray internal message, the full summaries in summary.txt; and no worker of its Ray logged a
-    Python warning or a pickled column (their log files under RAY_TMPDIR)."""
+    or a Ray internal message, the full summaries in summary.txt; no worker of its Ray logged a
+    Python warning or a pickled column (their log files under RAY_TMPDIR); and it listens on
+    127.0.0.1 only."""
     ray_tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths have a length limit
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_DATA_LOGGING_CONFIG")}
     env |= {"RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": str(ray_tmp)}
@@ -225,8 +229,22 @@ def test_the_console_is_short_and_holds_no_warning_or_ray_message(tmp_path):
     command = [sys.executable, str(REPO / "jobs" / "demo.py"), "--output", str(out), "--minutes", "1", "--seed", "2",
                "--preset", "tiny", "--epochs", "2"]
     try:
-        done = subprocess.run(command, capture_output=True, env=env, timeout=900)  # bytes: text mode reads \r as \n
-        stdout, stderr = done.stdout.decode(), done.stderr.decode()
+        # Its sockets are listed while it runs (ingest, pretraining, scoring and the downstream jobs in one
+        # Ray): every one on 127.0.0.1. Output goes to files, so no pipe fills while the test polls.
+        with open(tmp_path / "stdout", "wb") as out_file, open(tmp_path / "stderr", "wb") as err_file:
+            job = subprocess.Popen(command, stdout=out_file, stderr=err_file, env=env)
+            seen = set()
+            deadline = time.monotonic() + 900
+            while job.poll() is None and time.monotonic() < deadline:
+                seen |= listening(psutil.Process(job.pid))
+                time.sleep(0.2)
+            if job.poll() is None:
+                job.kill()
+        done = subprocess.CompletedProcess(command, job.wait(), (tmp_path / "stdout").read_bytes(),
+                                           (tmp_path / "stderr").read_bytes())
+        stdout, stderr = done.stdout.decode(), done.stderr.decode()  # bytes: text mode reads \r as \n
+        assert {"gcs_server", "raylet"} <= {name for name, _, _ in seen}, sorted(seen)
+        assert not [s for s in seen if not is_loopback(s[1])], f"listening beyond 127.0.0.1: {sorted(seen)}"
         # Lines as a terminal shows them: a progress bar redraws itself in place with \r, so however
         # often it redrew, it is one line. Every redraw is still checked for foreign messages.
         console = (stdout + stderr).split("\n")

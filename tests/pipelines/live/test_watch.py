@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import psutil
 import pytest
 import torch
 
@@ -43,6 +44,7 @@ from pipelines.synthetic import SyntheticConfig, generate
 from pipelines.train.checkpoint import build_model, write_model
 from pipelines.train.config import PretrainConfig
 from tests.conftest import REPO
+from tests.pipelines.runtime.test_cluster import is_loopback, listening
 
 sys.path.insert(0, str(REPO / "jobs"))
 import watch as watch_cli  # noqa: E402
@@ -450,6 +452,7 @@ def rtsp_stream(footage, tmp_path):
 
 def test_rtsp_stream_remuxed_by_ffmpeg_gives_the_clips_of_the_file(rtsp_stream, ray_local, tmp_path):
     url, video = rtsp_stream
+    url = url.replace("rtsp://", "rtsp://viewer:s3cret@")  # a camera URL with a password (not asked for here)
     summary = run_ingest([str(video)], str(tmp_path / "ingested"), IngestConfig(crop_size=CROP), show_progress=False)
     assert summary.ok, summary.format()
     ingested = read_stream(str(tmp_path / "ingested"), "camera")
@@ -464,6 +467,8 @@ def test_rtsp_stream_remuxed_by_ffmpeg_gives_the_clips_of_the_file(rtsp_stream, 
         watcher.stop()
         thread.join(20)
     live = read_stream(str(clips), watcher.stream_id)
+    manifest = (clips / f"stream_id={watcher.stream_id}" / "manifest.json").read_text()
+    assert "rtsp://viewer:***@127.0.0.1" in manifest and "s3cret" not in manifest + json.dumps(watcher.report())
     t = live.column("t").to_pylist()
     assert t == list(range(t[0], t[0] + len(t))) and len(t) >= 8
     # t = 0 is the first frame the watcher could decode (the camera's stream joins at a keyframe): the live
@@ -585,6 +590,10 @@ def test_watch_job_runs_an_actor_per_source_and_serves_metrics(footage, ray_loca
 
     wait_for(lambda: 'epg_live_committed_until_seconds{stream="cam5"} 89.0' in scraped(), 60, "cam5's metrics")
     text = scraped()
+    # This process and its Ray (the watchers' actors) listen on 127.0.0.1 only: the metrics endpoint too.
+    sockets = listening(psutil.Process())
+    assert ("127.0.0.1", port) in {(a, p) for _, a, p in sockets} and any(n == "raylet" for n, _, _ in sockets)
+    assert not [s for s in sockets if not is_loopback(s[1])], f"listening beyond 127.0.0.1: {sorted(sockets)}"
     assert 'epg_live_committed_until_seconds{stream="cam4"} 39.0' in text or \
         'epg_live_committed_until_seconds{stream="cam4"} 40.0' in text
     assert 'epg_live_gap_seconds{stream="cam4"} 0.0' in text and "epg_live_lag_seconds" in text

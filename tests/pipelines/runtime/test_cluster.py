@@ -47,7 +47,7 @@ def local_job_env() -> dict[str, str]:
 def test_a_jobs_local_ray_listens_on_loopback_only(tmp_path):
     """Run ``jobs/ingest.py`` without an address and list its process tree's sockets while it runs:
     GCS, raylet, workers and agents all listen, and every one of them on 127.0.0.1."""
-    videos = [write_pattern(tmp_path / f"cam{k}.mp4", Pattern(seconds=20)) for k in range(3)]
+    videos = [write_pattern(tmp_path / f"cam{k}.mp4", Pattern(seconds=8)) for k in range(2)]
     env = local_job_env()
     cmd = [sys.executable, str(REPO / "jobs" / "ingest.py"), "--quiet", "--crop-size", "32",
            "--output", str(tmp_path / "clips"), "--input", *map(str, videos)]
