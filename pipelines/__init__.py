@@ -2,7 +2,8 @@
 
     media/       reading recordings: input URIs, output storage, media inspection, containers, frames, audio
     runtime/     what every Ray job shares: Ray start/connect, cluster checks, single-map datasets,
-                 per-stream manifests and publishing, command-line groups
+                 per-stream manifests and publishing, damaged-shard checks, the one-run-per-output
+                 lock, command-line groups
     ingest/      videos -> clips Parquet (Ray Data), and the reader of the clips dataset
     train/       clips -> EPG encoders (Ray Train): config, data, driver, loop, checkpoints, metrics
     score/       clips or videos -> embeddings Parquet (Ray Data actors), and the embeddings reader

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from pipelines.media.storage import OutputStore
-from pipelines.runtime.manifest import SKIP_HINT, DamagedFile, StreamManifest, stream_dir
+from pipelines.runtime.manifest import DamagedFile, StreamManifest, stream_dir
+from pipelines.runtime.shards import read_shard
 
 
 def stream_manifests(root: str, skipped: list[str] | None = None) -> list[StreamManifest]:
@@ -49,23 +49,6 @@ def complete_stream_files(root: str, skipped: list[str] | None = None) -> list[s
         if manifest.readable:
             files += [f"{stream_dir(store, manifest.stream_id)}/{name}" for name in manifest.files]
     return files
-
-
-def read_shard(path: str, filesystem: pafs.FileSystem, columns: list[str] | None = None, filters=None) -> pa.Table:
-    """One Parquet file of a dataset; ``DamagedFile`` naming it when it is missing or cannot be decoded."""
-    try:
-        return pq.read_table(path, columns=columns, filters=filters, filesystem=filesystem)
-    except (pa.ArrowException, OSError) as exc:  # ArrowInvalid (a bad footer or page), a missing file
-        raise DamagedFile(f"{path}: cannot be read as Parquet ({type(exc).__name__}: {exc}); {SKIP_HINT}") from None
-
-
-def shard_footer(path: str, filesystem: pafs.FileSystem) -> pq.FileMetaData:
-    """A Parquet file's footer (its schema and row count); ``DamagedFile`` naming it when unreadable."""
-    try:
-        with filesystem.open_input_file(path) as handle:
-            return pq.ParquetFile(handle).metadata
-    except (pa.ArrowException, OSError) as exc:
-        raise DamagedFile(f"{path}: cannot be read as Parquet ({type(exc).__name__}: {exc}); {SKIP_HINT}") from None
 
 
 def read_stream(root: str, stream_id: str, columns: list[str] | None = None) -> pa.Table:

@@ -40,38 +40,3 @@ def run_map(items: list[dict], fn: Callable[[dict], dict], num_cpus: float, desc
             bar.update(1)
     return results
 
-
-def _read_whole(item: dict) -> dict:
-    from pipelines.ingest.clips_dataset import read_shard
-    from pipelines.media.storage import OutputStore
-    from pipelines.runtime.manifest import DamagedFile
-
-    try:
-        read_shard(item["path"], OutputStore(item["root"]).fs)
-        return {"path": item["path"], "error": ""}
-    except DamagedFile as exc:
-        return {"path": item["path"], "error": str(exc)}
-
-
-IN_DRIVER_BYTES = 512 * 2**20  # a dataset this small is checked by the driver itself (no Ray tasks to start)
-
-
-def damaged_shards(paths: list[str], root: str, show_progress: bool = False) -> dict[str, str]:
-    """Read every Parquet file of a dataset once: {path: why} for those that cannot be decoded.
-
-    Footers are checked before a job starts (``inspect_clips``); damage inside a file's data pages shows
-    only when its pages are decompressed, and deep in a Ray Data read it would name no file. So the job
-    reads the data once more first: in the driver's threads when it is small, else in Ray tasks across
-    the cluster (training reads it every epoch anyway; scoring's model costs far more than a read)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from pipelines.media.storage import OutputStore
-
-    items = [{"path": p, "root": root} for p in paths]
-    size = sum(max(0, info.size or 0) for info in OutputStore(root).fs.get_file_info(paths))
-    if size <= IN_DRIVER_BYTES:
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            rows = list(pool.map(_read_whole, items))
-    else:
-        rows = run_map(items, _read_whole, 1.0, "checking", "file", show_progress)
-    return {row["path"]: row["error"] for row in rows if row["error"]}

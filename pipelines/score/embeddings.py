@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from pipelines.ingest.clips_dataset import complete_stream_files, read_shard
+from pipelines.ingest.clips_dataset import complete_stream_files
 from pipelines.media.storage import OutputStore
 from pipelines.runtime.manifest import DamagedFile
+from pipelines.runtime.shards import read_shard
 
 
 class EmbeddingsError(ValueError):

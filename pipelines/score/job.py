@@ -17,7 +17,7 @@ from pipelines.ingest.config import IngestConfig
 from pipelines.media.sources import resolve_inputs
 from pipelines.media.storage import OutputStore
 from pipelines.runtime.cluster import check_capacity, ensure_ray
-from pipelines.runtime.datasets import damaged_shards
+from pipelines.runtime.shards import damaged_shards
 from pipelines.runtime.lock import output_lock
 from pipelines.runtime.manifest import STATUS_COMPLETE, StreamManifest
 from pipelines.runtime.stream_job import STATUS_SKIPPED, StreamJobSummary, StreamOutcome, remove_empty_staging

@@ -42,9 +42,10 @@ import torch
 from PIL import Image
 
 from epg.config import ModelConfig
-from pipelines.ingest.clips_dataset import shard_footer, stream_manifests
+from pipelines.ingest.clips_dataset import stream_manifests
 from pipelines.media.storage import OutputStore
 from pipelines.runtime.manifest import DamagedFile, stream_dir
+from pipelines.runtime.shards import shard_footer
 
 CLIP_COLUMNS = ["stream_id", "t", "frames", "logmel", "has_audio", "has_video"]
 

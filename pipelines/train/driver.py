@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.runtime.cluster import check_capacity, ensure_ray
-from pipelines.runtime.datasets import damaged_shards
+from pipelines.runtime.shards import damaged_shards
 from pipelines.runtime.lock import output_lock
 from pipelines.train.checkpoint import CONFIG_FILE
 from pipelines.train.config import OPERATIONAL_FIELDS, PretrainConfig, PretrainError

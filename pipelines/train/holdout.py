@@ -25,8 +25,8 @@ import torch
 
 from epg.encoders import AVEncoders
 from epg.learning import INIT_DIAGNOSTICS_FILE, learning_diagnostics
-from pipelines.ingest.clips_dataset import read_shard
 from pipelines.media.storage import OutputStore
+from pipelines.runtime.shards import read_shard
 from pipelines.train.data import CLIP_COLUMNS, ClipsInfo, decode_clips
 
 if TYPE_CHECKING:
