@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, OutputInUse) as exc:
         print(f"ingest: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the output's storage failed mid-run (a full disk): what was committed stays
+        print(f"ingest: error: {exc}", file=sys.stderr)
+        return 1
     print(summary.format())
     return 0 if summary.ok else 1
 

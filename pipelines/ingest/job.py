@@ -273,7 +273,8 @@ def _ingest(inputs: list[str], output: str, config: IngestConfig, overwrite: boo
         files_by_stream[row["stream_id"]].append(row)
     for stream_id, files in files_by_stream.items():
         manifest = manifests[stream_id]
-        errors = [f"{manifest.source}: writing {f['path']}: {f['error']}" for f in files if f["error"]]
+        errors = [f"{manifest.source}: " + (f["error"] if f["path"] in f["error"] else f"writing {f['path']}: {f['error']}")
+                  for f in files if f["error"]]
         if errors:
             fail(manifest, errors)
             continue

@@ -158,7 +158,7 @@ def decode_window(task: WindowTask, config: IngestConfig, store: OutputStore) ->
     if table is not None:
         try:
             result.rows = store.write_parquet(task.part_path, [table], clips_schema(config), config.compression)
-        except Exception as exc:
+        except Exception as exc:  # e.g. a full disk (the error names the file)
             result.ok, result.error = False, _window_error(task, exc)
     result.wall_seconds = time.perf_counter() - began
     return result

@@ -71,18 +71,26 @@ class OutputStore:
                     writer.write_table(table)
                     rows += table.num_rows
             self.fs.move(temp, path)
-        except BaseException:
+        except BaseException as exc:
             self.delete_file(temp)
-            raise
+            if not isinstance(exc, OSError) or path in str(exc):
+                raise
+            raise _naming(exc, path) from exc
         return rows
 
     def write_json(self, path: str, data: dict) -> None:
         directory = path.rsplit("/", 1)[0]
         self.makedirs(directory)
         temp = self._temp_name(path)
-        with self.fs.open_output_stream(temp) as out:
-            out.write(json.dumps(data, indent=2, sort_keys=True, default=str).encode())
-        self.fs.move(temp, path)
+        try:
+            with self.fs.open_output_stream(temp) as out:
+                out.write(json.dumps(data, indent=2, sort_keys=True, default=str).encode())
+            self.fs.move(temp, path)
+        except BaseException as exc:
+            self.delete_file(temp)
+            if not isinstance(exc, OSError) or path in str(exc):
+                raise
+            raise _naming(exc, path) from exc
 
     def read_json(self, path: str) -> dict | None:
         try:
@@ -105,3 +113,8 @@ class OutputStore:
     def delete_dir(self, path: str) -> None:
         if self.exists(path):
             self.fs.delete_dir(path)
+
+
+def _naming(exc: OSError, path: str) -> OSError:
+    """A storage error that names the file it was writing (pyarrow's say only "Error writing bytes")."""
+    return OSError(exc.errno, f"writing {path}: {exc.strerror or exc}") if exc.errno else OSError(f"writing {path}: {exc}")

@@ -59,12 +59,15 @@ def output_lock(output: str, job: str) -> Iterator[None]:
             holder = _describe(handle.read())
             raise OutputInUse(f"{output} is being written by another run ({holder}); wait until it ends, or "
                               "write to another output") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "job": job,
-                                 "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                                 "command": " ".join(sys.argv)}))
-        handle.flush()
+        try:  # who holds it, for the message of a run that finds it held (a full disk leaves it unsaid)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "job": job,
+                                     "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                                     "command": " ".join(sys.argv)}))
+            handle.flush()
+        except OSError:
+            pass
         yield
     finally:
         handle.close()  # releases the lock (as the process's end would)
