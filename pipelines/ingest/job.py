@@ -35,7 +35,7 @@ from pipelines.ingest.window import (
 )
 from pipelines.media.frames import stream_backend
 from pipelines.media.info import VideoInfo, inspect_row
-from pipelines.media.sources import VideoSource, resolve_inputs
+from pipelines.media.sources import ResolvedInputs, VideoSource, resolve_inputs
 from pipelines.media.storage import OutputStore
 from pipelines.runtime.cluster import ensure_ray
 from pipelines.runtime.datasets import run_map
@@ -128,14 +128,14 @@ def run_ingest(
 ) -> IngestSummary:
     """Ingest ``inputs`` into ``output``; never raises for a bad video (``OutputInUse`` while another run
     writes ``output``)."""
-    with output_lock(output, "ingest"):
-        return _ingest(inputs, output, config, overwrite, show_progress, ray_address)
-
-
-def _ingest(inputs: list[str], output: str, config: IngestConfig, overwrite: bool, show_progress: bool,
-            ray_address: str | None) -> IngestSummary:
     began = time.perf_counter()
-    resolved = resolve_inputs(inputs)  # raises InputError for duplicate stream ids
+    resolved = resolve_inputs(inputs)  # raises InputError for duplicate stream ids, before anything is written
+    with output_lock(output, "ingest"):
+        return _ingest(resolved, output, config, overwrite, show_progress, ray_address, began)
+
+
+def _ingest(resolved: ResolvedInputs, output: str, config: IngestConfig, overwrite: bool, show_progress: bool,
+            ray_address: str | None, began: float) -> IngestSummary:
     store = OutputStore(output)
     store.makedirs(store.path())
     store.write_json(store.path("_ingest_config.json"), {"config": config.to_dict(), "hash": config.output_hash()})

@@ -10,6 +10,7 @@ checkpoint differs from that of a complete stream of the output is refused unles
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -107,12 +108,12 @@ def run_embed(
     before anything is written, and ``OutputInUse`` while another run writes ``output``; a video or
     stream that fails is reported in the summary.
     """
-    with output_lock(output, "embed"):
-        return _embed(checkpoint, output, clips, videos, settings, overwrite, show_progress, ray_address)
+    with ExitStack() as held:  # the output's lock, taken once the inputs are checked
+        return _embed(checkpoint, output, clips, videos, settings, overwrite, show_progress, ray_address, held)
 
 
 def _embed(checkpoint: str, output: str, clips: str | None, videos: list[str] | None, settings: EmbedConfig,
-           overwrite: bool, show_progress: bool, ray_address: str | None) -> EmbedSummary:
+           overwrite: bool, show_progress: bool, ray_address: str | None, held: ExitStack) -> EmbedSummary:
     began = time.perf_counter()
     if (clips is None) == (not videos):
         raise EmbedError("give either a clips directory or video files, not both or neither")
@@ -141,6 +142,7 @@ def _embed(checkpoint: str, output: str, clips: str | None, videos: list[str] | 
     warnings += [f"stream {sid} of the output still holds model {model} (not part of this run); read_embeddings "
                 f"refuses a mix until it is scored again" for sid, model in sorted(others.items()) if sid not in run_ids]
 
+    held.enter_context(output_lock(output, "embed"))
     publisher = Publisher(store)
     scoring_seconds = 0.0
     pending = []

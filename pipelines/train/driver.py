@@ -104,21 +104,22 @@ def run_pretrain(config: PretrainConfig, ray_address: str | None = None) -> Pret
     """Check everything, record the config, train. Resumes from the run dir's latest checkpoint.
     ``OutputInUse`` while another run trains into the run dir."""
     config = absolute_paths(config)
+    info, labels, names = prepare_run(config)  # every check before anything is written
+    ensure_ray(ray_address)
+    check_capacity("workers", config.workers, config.cpus_per_worker, config.gpus_per_worker, PretrainError,
+                   spare_for="the Ray Data decode tasks", hint="lower --workers or --cpus-per-worker")
     with output_lock(config.run_dir, "pretrain"):
-        return _pretrain(config, ray_address)
+        return _pretrain(config, info, labels, names)
 
 
-def _pretrain(config: PretrainConfig, ray_address: str | None) -> PretrainResult:
+def _pretrain(config: PretrainConfig, info: ClipsInfo, labels: dict[str, dict[int, int]] | None,
+              names: list[str]) -> PretrainResult:
     from ray.data import ExecutionOptions
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from pipelines.train.process_group import BoundTorchConfig
 
-    info, labels, names = prepare_run(config)
-    ensure_ray(ray_address)
-    check_capacity("workers", config.workers, config.cpus_per_worker, config.gpus_per_worker, PretrainError,
-                   spare_for="the Ray Data decode tasks", hint="lower --workers or --cpus-per-worker")
     damaged = damaged_shards(list(info.files), info.root)
     if damaged and not config.skip_bad_shards:
         more = f" (and {len(damaged) - 1} more damaged file(s))" if len(damaged) > 1 else ""

@@ -11,9 +11,15 @@ import sys
 import time
 
 import pytest
+import torch
 
+from epg.config import EPGConfig, ModelConfig
 from pipelines.ingest.clips_dataset import read_stream
+from pipelines.ingest.config import IngestConfig
+from pipelines.ingest.job import run_ingest
 from pipelines.runtime.lock import LOCK_FILE, OutputInUse, output_lock
+from pipelines.train.checkpoint import build_model, write_model
+from pipelines.train.config import PretrainConfig
 from tests.conftest import REPO
 from tests.media import Pattern, write_pattern
 from tests.pipelines.runtime.test_cluster import local_job_env
@@ -50,21 +56,37 @@ def test_a_held_lock_refuses_a_second_run_and_goes_with_the_killed_holder(tmp_pa
         assert json.loads((tmp_path / "out" / LOCK_FILE).read_text())["pid"] == os.getpid()
 
 
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, ray_local):
+    """A video, its clips (real ingest) and a tiny random-init checkpoint: what the jobs accept."""
+    root = tmp_path_factory.mktemp("lock")
+    video = write_pattern(root / "cam0.mp4", Pattern(seconds=6))
+    assert run_ingest([str(video)], str(root / "clips"), IngestConfig(crop_size=32), show_progress=False).ok
+    torch.manual_seed(0)
+    config = PretrainConfig(clips=str(root / "clips"), run_dir=str(root / "run"), preset="tiny",
+                            epg=EPGConfig(model=ModelConfig.tiny()))
+    write_model(root / "run" / "checkpoint_step000000000", config, build_model(config).eval())
+    return {"video": video, "clips": root / "clips", "checkpoint": root / "run" / "checkpoint_step000000000"}
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("job", ["ingest", "embed", "pretrain"])
-def test_every_writing_job_refuses_an_output_another_run_holds(job, tmp_path, capsys):
+def test_every_writing_job_refuses_an_output_another_run_holds(job, inputs, tmp_path, capsys):
     sys.path.insert(0, str(REPO / "jobs"))
     module = __import__(job)
     output = tmp_path / "out"
-    argv = {"ingest": ["--input", str(tmp_path / "none.mp4"), "--output", str(output)],
-            "embed": ["--checkpoint", str(tmp_path / "none"), "--clips", str(tmp_path / "clips"), "--output", str(output)],
-            "pretrain": ["--clips", str(tmp_path / "clips"), "--run-dir", str(output)]}[job]
+    argv = {"ingest": ["--input", str(inputs["video"]), "--output", str(output), "--crop-size", "32"],
+            "embed": ["--checkpoint", str(inputs["checkpoint"]), "--clips", str(inputs["clips"]), "--output",
+                      str(output)],
+            "pretrain": ["--clips", str(inputs["clips"]), "--run-dir", str(output), "--preset", "tiny",
+                         "--batch-size", "4"]}[job]
     holder = hold(output)
     try:
-        assert module.main(argv) == 2
+        assert module.main([*argv, "--quiet"] if job != "pretrain" else argv) == 2
     finally:
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait()
-    assert "is being written by another run" in capsys.readouterr().err
+    assert f"{output} is being written by another run (holder, pid {holder.pid}" in capsys.readouterr().err
     assert sorted(p.name for p in output.iterdir()) == [LOCK_FILE]  # nothing written
 
 

@@ -26,6 +26,7 @@ from pipelines.ingest.clips_dataset import read_stream
 from pipelines.ingest.config import IngestConfig
 from pipelines.ingest.job import run_ingest
 from pipelines.media.storage import OutputStore
+from pipelines.runtime.lock import LOCK_FILE
 from pipelines.runtime.manifest import StreamManifest
 from pipelines.score.config import EmbedConfig, EmbedError
 from pipelines.score.embeddings import embeddings_schema, read_embeddings
@@ -101,8 +102,9 @@ def scored(clips_root, run_dir, ray_local, tmp_path_factory) -> Path:
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
+    """Every file of the output as (mtime, inode, size); not the run lock, which each run holds anew."""
     return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.stat().st_ino, p.stat().st_size)
-            for p in sorted(root.rglob("*")) if p.is_file()}
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != LOCK_FILE}
 
 
 def reference(clips_root: Path, checkpoint: Path, stream_id: str) -> dict[str, np.ndarray]:
