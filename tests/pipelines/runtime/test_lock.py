@@ -91,7 +91,7 @@ def test_every_writing_job_refuses_an_output_another_run_holds(job, inputs, tmp_
 
 
 @pytest.mark.slow
-def test_two_ingests_started_at_once_into_one_output(tmp_path):
+def test_two_ingests_started_at_once_into_one_output(tmp_path, ray_local):
     """Overlapping inputs, one output, both jobs started together: one ingests, the other refuses (exit 2)
     naming the run that holds the output; the output is that of one run, and a rerun skips it all."""
     videos = [write_pattern(tmp_path / f"cam{k}.mp4", Pattern(seconds=8)) for k in range(3)]
@@ -120,5 +120,5 @@ def test_two_ingests_started_at_once_into_one_output(tmp_path):
         t = read_stream(str(output), stream).column("t").to_pylist()
         assert sorted(t) == list(range(8)) == sorted(set(t))
     assert not list(output.rglob(".tmp-*")) and not list(output.glob("_staging/*"))
-    again = ingest(videos)
-    assert again.wait(timeout=300) == 0, again.stdout.read()
+    again = run_ingest(list(map(str, videos)), str(output), IngestConfig(crop_size=32), show_progress=False)
+    assert again.ok and {s.status for s in again.streams} == {"complete", "skipped"}, again.format()
