@@ -104,7 +104,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                                        temperature)
     bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
     forward: nn.Module = Autocast(model, device.type) if bf16 else model
-    log = MetricsLog(run_dir, position.step, optim.epochs) if rank == 0 else None
+    log = MetricsLog(run_dir, position.step, optim.epochs, position.epoch) if rank == 0 else None
     holdout = None
     if rank == 0 and config.holdout_fraction > 0:
         info = inspect_clips(config.clips, config.skip_bad_shards)

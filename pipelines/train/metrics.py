@@ -24,7 +24,9 @@ PROGRESS_PREFIX = "[pretrain] "
 class MetricsLog:
     """Rank 0's record: steps.csv, epochs.csv and TensorBoard scalars under the run dir, plus the progress line."""
 
-    def __init__(self, run_dir: Path, resume_step: int, epochs: int) -> None:
+    def __init__(self, run_dir: Path, resume_step: int, epochs: int, resume_epoch: int = 0) -> None:
+        """Resuming at ``resume_step``, in epoch ``resume_epoch``: the rows an interrupted run wrote beyond
+        them go (its steps after the checkpoint, the summary of an epoch the resumed run finishes again)."""
         from torch.utils.tensorboard import SummaryWriter
 
         self.dir = run_dir / "metrics"
@@ -34,8 +36,7 @@ class MetricsLog:
         self.progress_path = self.dir / PROGRESS_FILE
         self.step_rows = [r for r in _read_csv(self.steps_path) if int(float(r["step"])) <= resume_step]
         _write_csv(self.steps_path, self.step_rows)  # drop steps of an interrupted run beyond its checkpoint
-        done_epochs = {int(float(r["epoch"])) for r in self.step_rows}
-        _write_csv(self.epochs_path, [r for r in _read_csv(self.epochs_path) if int(float(r["epoch"])) in done_epochs])
+        _write_csv(self.epochs_path, [r for r in _read_csv(self.epochs_path) if int(float(r["epoch"])) < resume_epoch])
         self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
 
     def step(self, row: dict[str, float], log: bool) -> None:

@@ -8,10 +8,13 @@ import math
 import os
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import torch
 
@@ -169,16 +172,41 @@ def test_tpg_differs_from_epg_only_in_the_labels(epg_run, clips, tmp_path):
     assert tpg[3]["loss"] != epg[3]["loss"]
 
 
+def kill_a_worker_once(run_dir: Path, checkpoint: str, killed: list[int]) -> threading.Thread:
+    """SIGKILL one training worker of this process's Ray once ``checkpoint`` is in the run dir."""
+    def watch() -> None:
+        deadline = time.monotonic() + 300
+        while not list(run_dir.glob(checkpoint)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for process in psutil.Process().children(recursive=True):
+            try:
+                if process.name().startswith("ray::RayTrainWorker"):
+                    process.kill()
+                    killed.append(process.pid)
+                    return
+            except psutil.NoSuchProcess:
+                continue
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
 def test_interrupted_and_resumed_run_equals_uninterrupted(epg_run, clips, tmp_path):
-    """Stop after 5 steps (mid-epoch, with a checkpoint), rerun the same command: the same
-    parameters, optimizer state and bank as the uninterrupted run after 9 steps."""
+    """Stop after 5 steps (mid-epoch, with a checkpoint), rerun the same command, whose worker is killed
+    (SIGKILL) once it wrote its step-6 checkpoint: Ray Train (--max-failures 1) starts the workers again
+    from that checkpoint, and the run ends with the same parameters, optimizer state and bank as the
+    uninterrupted run after 9 steps."""
     root, labels = clips
     run_dir = tmp_path / "resumed"
     first = run_pretrain(make_config(root, run_dir, labels=str(labels), stop_after_steps=5))
     assert first.metrics["step"] == 5 and (first.metrics["epoch"], first.metrics["batch"]) == (1, 2)
     assert [int(r["step"]) for r in steps(run_dir)] == [1, 2, 3, 4, 5]
-    second = run_pretrain(make_config(root, run_dir, labels=str(labels)))
-    assert second.metrics["step"] == 9
+    killed: list[int] = []
+    killer = kill_a_worker_once(run_dir, "checkpoint_step000000006_*", killed)
+    second = run_pretrain(make_config(root, run_dir, labels=str(labels), max_failures=1))
+    killer.join(10)
+    assert second.metrics["step"] == 9 and len(killed) == 1
     kept = sorted(p.name for p in run_dir.iterdir() if p.is_dir() and p.name.startswith("checkpoint_step"))
     assert kept == ["checkpoint_step000000006_end_of_epoch0002", "checkpoint_step000000008",
                     "checkpoint_step000000009_end_of_epoch0003"]  # keep_checkpoints = 3
