@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipelines.media.storage import OutputStore
 from pipelines.runtime.manifest import StreamManifest, stream_dir
+from pipelines.runtime.shards import read_shard, shard_footer
 
 DEFAULT_N_MELS = 128
 
@@ -49,21 +49,18 @@ def load_previews(root: str, clips: Iterable[tuple[str, int]]) -> dict[tuple[str
         wanted.setdefault(str(stream_id), set()).add(int(t))
     found: dict[tuple[str, int], ClipPreview] = {}
     for stream_id, seconds in sorted(wanted.items()):
-        manifest = StreamManifest.load(store, stream_id)
+        manifest = StreamManifest.read(store, stream_id)  # DamagedFile (a ValueError) names a damaged one
         if manifest is None or not manifest.readable:
             continue
         for name in manifest.files:
             path = f"{stream_dir(store, stream_id)}/{name}"
-            file = pq.ParquetFile(path, filesystem=store.fs)
-            metadata = file.schema_arrow.metadata or {}
+            metadata = shard_footer(path, store.fs).schema.to_arrow_schema().metadata or {}
             n_mels = int(metadata.get(b"n_mels", DEFAULT_N_MELS))
-            t_values = file.read(columns=["t"]).column("t")
+            t_values = read_shard(path, store.fs, ["t"]).column("t")
             if not pc.any(pc.is_in(t_values, value_set=pa.array(sorted(seconds), pa.int32()))).as_py():
                 continue
-            table = pq.read_table(
-                path, filesystem=store.fs, columns=["t", "frames", "logmel", "has_audio", "has_video"],
-                filters=[("t", "in", sorted(seconds))],
-            )
+            table = read_shard(path, store.fs, ["t", "frames", "logmel", "has_audio", "has_video"],
+                               filters=[("t", "in", sorted(seconds))])
             for row in table.to_pylist():
                 logmel = np.asarray(row["logmel"], dtype=np.float32)
                 found[(stream_id, int(row["t"]))] = ClipPreview(

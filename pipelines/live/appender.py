@@ -15,6 +15,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.live.config import redacted
 from pipelines.media.storage import OutputStore
 from pipelines.runtime.manifest import STATUS_LIVE, StreamManifest, stream_dir
 from pipelines.runtime.stream_job import keep_only, remove_temporaries
@@ -40,6 +41,8 @@ class LiveAppender:
         if previous is not None and previous.status != STATUS_LIVE:
             raise ValueError(f"{self.dir}: stream {stream_id!r} exists and is not live ({previous.status}); "
                              "give the source another stream name")
+        if previous is not None and redacted(previous.source) == source:
+            previous.source = source  # written before passwords were redacted: stored without it from now on
         if previous is not None and previous.source != source:
             raise ValueError(f"{self.dir}: live stream {stream_id!r} follows {previous.source}, not {source}; "
                              "give this source another stream name")

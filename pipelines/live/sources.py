@@ -198,7 +198,8 @@ class SegmentDirSource:
         found = []
         for key, path, mtime in complete:
             size = _size(path)
-            self._read[names[key]] = (size, _head(path, size), key)
+            if size > 0:  # an empty file's head matches anything written later: it would read as grown
+                self._read[names[key]] = (size, _head(path, size), key)
             found.append(Segment(-1, names[key], str(path), arrived=mtime, key=key))
         return found
 

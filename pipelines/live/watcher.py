@@ -129,6 +129,7 @@ class StreamWatcher:
         self.hole_reason = ""  # why the next segment will not follow on (said in the gap before it)
         self.chain_reason = ""  # ... for the gap before the chain's first segment
         self.skipped = ""  # key of the newest segment dropped (corrupt) while older ones are held
+        self.restart_pending = False  # a dropped segment said the source's clock restarts: the next one does
         self._committed_epochs: list | None = None  # the timeline as the manifest may say (None: as it is now)
         self.ended = False
         self.last_segment_at = time.monotonic()
@@ -325,12 +326,15 @@ class StreamWatcher:
             except MediaError as exc:
                 problem = exc.reason
         if info is None:
+            self.restart_pending |= segment.discontinuity
             self.stats.segment_failures += 1
             self.hole_reason = f"segment {segment.name}: {problem}"
             self._error(self.hole_reason)
             self._drop(segment)
             return
         self.last_segment_seconds = info.duration
+        if self.restart_pending:
+            segment, self.restart_pending = replace(segment, discontinuity=True), False
         resuming = not self.chain
         after = self.chain[-1].end if self.chain else float(self.next_t)
         epochs = list(self.timeline.epochs)

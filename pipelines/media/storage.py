@@ -66,7 +66,9 @@ class OutputStore:
         temp = self._temp_name(path)
         rows = 0
         try:
-            with pq.ParquetWriter(temp, schema, filesystem=self.fs, compression=compression) as writer:
+            # Page checksums: a flipped bit in a page is an error when read (``read_shard``), not other data.
+            with pq.ParquetWriter(temp, schema, filesystem=self.fs, compression=compression,
+                                  write_page_checksum=True) as writer:
                 for table in tables:
                     writer.write_table(table)
                     rows += table.num_rows

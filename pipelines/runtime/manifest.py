@@ -82,8 +82,8 @@ class StreamManifest:
 
     @classmethod
     def load(cls, store: OutputStore, stream_id: str) -> "StreamManifest | None":
-        """The stream's manifest; None when it has none, or one that cannot be read (a writer redoes the
-        stream). Readers use ``read``, which says so."""
+        """The stream's manifest; None when it has none, or one that is not a manifest (a writer redoes the
+        stream). Readers use ``read``, which says so. Storage errors are raised, never taken for absence."""
         try:
             return cls.read(store, stream_id)
         except DamagedFile:
@@ -98,8 +98,11 @@ class StreamManifest:
                 raw = handle.read()
         except FileNotFoundError:
             return None
-        except OSError as exc:
-            raise DamagedFile(f"{path}: cannot be read ({exc}); {SKIP_HINT}") from None
+        except OSError as exc:  # storage trouble (permissions, a timeout), not damage: the caller must not redo it
+            if path in str(exc):
+                raise
+            message = f"{path}: cannot be read: {exc.strerror or exc}"
+            raise (OSError(exc.errno, message) if exc.errno else OSError(message)) from exc
         try:
             data = json.loads(raw.decode())
             if not isinstance(data, dict):

@@ -21,7 +21,8 @@ from pipelines.runtime.manifest import SKIP_HINT, DamagedFile
 def read_shard(path: str, filesystem: pafs.FileSystem, columns: list[str] | None = None, filters=None) -> pa.Table:
     """One Parquet file of a dataset; ``DamagedFile`` naming it when it is missing or cannot be decoded."""
     try:
-        return pq.read_table(path, columns=columns, filters=filters, filesystem=filesystem)
+        return pq.read_table(path, columns=columns, filters=filters, filesystem=filesystem,
+                             page_checksum_verification=True)  # pages written with a checksum (OutputStore)
     except (pa.ArrowException, OSError) as exc:  # ArrowInvalid (a bad footer or page), a missing file
         raise DamagedFile(f"{path}: cannot be read as Parquet ({type(exc).__name__}: {exc}); {SKIP_HINT}") from None
 

@@ -25,7 +25,8 @@ PRESETS: dict[str, Callable[[int | None], ModelConfig]] = {
 
 # Fields a resumed run may change; everything else must equal the recorded config.
 OPERATIONAL_FIELDS = frozenset({"stop_after_steps", "max_failures", "log_every", "prefetch_batches", "keep_checkpoints",
-                                "checkpoint_every", "log_batches", "cpus_per_worker", "gpus_per_worker", "precision"})
+                                "checkpoint_every", "log_batches", "cpus_per_worker", "gpus_per_worker", "precision",
+                                "skip_bad_shards"})
 
 
 class PretrainError(ValueError):

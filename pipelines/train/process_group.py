@@ -17,6 +17,7 @@ workers' sockets and fails if the store listens beyond 127.0.0.1 again.
 from __future__ import annotations
 
 import socket
+import warnings
 from dataclasses import dataclass
 
 from ray.train.torch import TorchConfig
@@ -40,9 +41,15 @@ def bind_rendezvous_store() -> None:
             return create(hostname, port, rank, world_size, timeout, use_libuv)
         family = socket.AF_INET6 if ":" in hostname else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((hostname, port))
-        listener.listen(512)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((hostname, port))
+            listener.listen(512)
+        except OSError as exc:  # an address not on this machine's interfaces (NAT): torch's own, on every interface
+            listener.close()
+            warnings.warn(f"rendezvous store: cannot listen on {hostname}:{port} ({exc}); listening on every "
+                          "interface, as torch does", stacklevel=1)
+            return create(hostname, port, rank, world_size, timeout, use_libuv)
         return dist.TCPStore(host_name=hostname, port=port, world_size=world_size, is_master=True, timeout=timeout,
                              multi_tenant=True, master_listen_fd=listener.detach(), use_libuv=use_libuv)
 

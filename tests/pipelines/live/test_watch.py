@@ -29,10 +29,12 @@ import torch
 
 from epg.config import EPGConfig, ModelConfig
 from pipelines.ingest.clips_dataset import complete_stream_files, read_stream
+from pipelines.ingest.clip_table import clips_schema
 from pipelines.ingest.config import IngestConfig
 from pipelines.ingest.job import run_ingest
 from pipelines.live.alerts import AlertTracker
-from pipelines.live.config import WatchConfig, WatchError, default_stream_id
+from pipelines.live.appender import LiveAppender
+from pipelines.live.config import WatchConfig, WatchError, default_stream_id, redacted
 from pipelines.live.sources import RtspSource, Segment
 from pipelines.live.timeline import StreamTimeline
 from pipelines.live.watcher import StreamWatcher
@@ -613,6 +615,20 @@ def test_watch_bad_arguments_exit_2_naming_them(tmp_path, capsys):
 
 
 # -- pieces ------------------------------------------------------------------------------
+
+
+def test_a_live_stream_saved_with_a_password_resumes_and_forgets_it(tmp_path):
+    """A manifest written before passwords were redacted holds the raw URL: the watcher of the same camera
+    resumes it (the redacted URLs agree) and saves it without the password."""
+    raw = "rtsp://viewer:s3cret@10.0.0.5/stream1"
+    config = IngestConfig(crop_size=CROP)
+    StreamManifest("cam", raw, STATUS_LIVE, config.output_hash(), config.to_dict(), committed_until=7).save(
+        OutputStore(str(tmp_path)))
+    appender = LiveAppender(str(tmp_path), "cam", redacted(raw), config.output_hash(), config.to_dict(),
+                            clips_schema(config), config.compression, 600)
+    assert appender.committed_until == 7 and appender.manifest.source == "rtsp://viewer:***@10.0.0.5/stream1"
+    appender.commit(None, 9, [{"start": 7, "end": 9, "reason": "test"}], {})
+    assert "s3cret" not in (tmp_path / "stream_id=cam" / "manifest.json").read_text()
 
 
 def test_stream_ids_from_sources():
