@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -59,40 +60,36 @@ class OutputStore:
         directory, name = path.rsplit("/", 1)
         return f"{directory}/.tmp-{uuid.uuid4().hex[:8]}-{name}"
 
+    @contextmanager
+    def _atomic(self, path: str) -> Iterator[str]:
+        """The temporary name to write ``path`` under; renamed into place when the block ends, removed when it
+        fails (the error then names ``path``)."""
+        self.makedirs(path.rsplit("/", 1)[0])
+        temp = self._temp_name(path)
+        try:
+            yield temp
+            self.fs.move(temp, path)
+        except BaseException as exc:
+            self.delete_file(temp)
+            if not isinstance(exc, OSError) or path in str(exc):
+                raise
+            raise _naming(exc, path) from exc
+
     def write_parquet(self, path: str, tables: Iterable[pa.Table], schema: pa.Schema, compression: str) -> int:
         """Stream tables into one Parquet file (one row group each); return rows."""
-        directory = path.rsplit("/", 1)[0]
-        self.makedirs(directory)
-        temp = self._temp_name(path)
         rows = 0
-        try:
+        with self._atomic(path) as temp:
             # Page checksums: a flipped bit in a page is an error when read (``read_shard``), not other data.
             with pq.ParquetWriter(temp, schema, filesystem=self.fs, compression=compression,
                                   write_page_checksum=True) as writer:
                 for table in tables:
                     writer.write_table(table)
                     rows += table.num_rows
-            self.fs.move(temp, path)
-        except BaseException as exc:
-            self.delete_file(temp)
-            if not isinstance(exc, OSError) or path in str(exc):
-                raise
-            raise _naming(exc, path) from exc
         return rows
 
     def write_json(self, path: str, data: dict) -> None:
-        directory = path.rsplit("/", 1)[0]
-        self.makedirs(directory)
-        temp = self._temp_name(path)
-        try:
-            with self.fs.open_output_stream(temp) as out:
-                out.write(json.dumps(data, indent=2, sort_keys=True, default=str).encode())
-            self.fs.move(temp, path)
-        except BaseException as exc:
-            self.delete_file(temp)
-            if not isinstance(exc, OSError) or path in str(exc):
-                raise
-            raise _naming(exc, path) from exc
+        with self._atomic(path) as temp, self.fs.open_output_stream(temp) as out:
+            out.write(json.dumps(data, indent=2, sort_keys=True, default=str).encode())
 
     def read_json(self, path: str) -> dict | None:
         try:

@@ -25,9 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import psutil
 import pytest
-import torch
 
-from epg.config import EPGConfig, ModelConfig
 from pipelines.ingest.clips_dataset import complete_stream_files, read_stream
 from pipelines.ingest.clip_table import clips_schema
 from pipelines.ingest.config import IngestConfig
@@ -43,9 +41,8 @@ from pipelines.media.storage import OutputStore
 from pipelines.runtime.manifest import STATUS_LIVE, StreamManifest
 from pipelines.score.embeddings import read_embeddings
 from pipelines.synthetic import SyntheticConfig, generate
-from pipelines.train.checkpoint import build_model, write_model
-from pipelines.train.config import PretrainConfig
 from tests.conftest import REPO
+from tests.models import tiny_checkpoint
 from tests.pipelines.runtime.test_cluster import is_loopback, listening
 
 sys.path.insert(0, str(REPO / "jobs"))
@@ -522,11 +519,7 @@ class _Hook(BaseHTTPRequestHandler):
 def test_alerts_start_within_two_seconds_of_a_labelled_anomaly(footage, tmp_path):
     """Reference embeddings of normal footage (written by the watcher itself), then a stream with glass breaks:
     an alert line starts within 2 s of each audible anomaly onset, ends later, and reaches the webhook."""
-    torch.manual_seed(0)
-    config = PretrainConfig(clips="unused", run_dir=str(tmp_path / "run"), epg=EPGConfig(model=ModelConfig.tiny()),
-                            preset="tiny")
-    checkpoint = tmp_path / "run" / "checkpoint_step000000000"
-    write_model(checkpoint, config, build_model(config).eval())
+    checkpoint = tiny_checkpoint(tmp_path / "run")
     segments_of(footage["reference"], tmp_path / "normal")
     segments_of(footage["video"], tmp_path / "cam3")
     drain(dir_config(tmp_path / "normal", tmp_path / "ref-clips"))  # clips only, then the checkpoint is added:

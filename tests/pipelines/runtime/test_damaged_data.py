@@ -10,19 +10,16 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from epg.config import EPGConfig, ModelConfig
 from pipelines.ingest.clips_dataset import read_stream
 from pipelines.ingest.config import IngestConfig
 from pipelines.ingest.job import run_ingest
 from pipelines.runtime.manifest import DamagedFile
 from pipelines.score.job import run_embed
-from pipelines.train.checkpoint import build_model, write_model
-from pipelines.train.config import PretrainConfig
 from pipelines.train.data import ClipsError, inspect_clips
 from tests.conftest import REPO
 from tests.media import Pattern, write_pattern
+from tests.models import tiny_checkpoint
 
 sys.path.insert(0, str(REPO / "jobs"))
 import anomaly as anomaly_cli  # noqa: E402
@@ -53,11 +50,7 @@ def datasets(tmp_path_factory, ray_local):
     videos = [write_pattern(root / f"cam{k}.mp4", Pattern(seconds=12, flash_at=(k + 2,))) for k in range(2)]
     clips = root / "clips"
     assert run_ingest(list(map(str, videos)), str(clips), IngestConfig(crop_size=32), show_progress=False).ok
-    torch.manual_seed(0)
-    config = PretrainConfig(clips=str(clips), run_dir=str(root / "run"), epg=EPGConfig(model=ModelConfig.tiny()),
-                            preset="tiny")
-    checkpoint = root / "run" / "checkpoint_step000000000"
-    write_model(checkpoint, config, build_model(config).eval())
+    checkpoint = tiny_checkpoint(root / "run", clips)
     embeddings = root / "embeddings"
     assert run_embed(str(checkpoint), str(embeddings), clips=str(clips), show_progress=False).ok
     return {"root": root, "clips": clips, "checkpoint": checkpoint, "embeddings": embeddings}

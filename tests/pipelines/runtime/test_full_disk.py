@@ -10,17 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from epg.config import EPGConfig, ModelConfig
 from pipelines.ingest.clips_dataset import read_stream
 from pipelines.ingest.config import IngestConfig
 from pipelines.ingest.job import run_ingest
 from pipelines.score.embeddings import read_embeddings
-from pipelines.train.checkpoint import build_model, write_model
-from pipelines.train.config import PretrainConfig
 from tests.conftest import REPO
 from tests.media import Pattern, write_pattern
+from tests.models import tiny_checkpoint
 
 sys.path.insert(0, str(REPO / "jobs"))
 import embed as embed_cli  # noqa: E402
@@ -77,11 +74,7 @@ def test_ingest_and_scoring_onto_a_full_disk_fail_naming_the_file_and_complete_o
         assert read_stream(str(clips), f"cam{k}").equals(read_stream(str(tmp_path / "clean"), f"cam{k}"))
 
     # Scoring onto the same disk, now nearly full again: the same promises.
-    torch.manual_seed(0)
-    model = PretrainConfig(clips=str(clips), run_dir=str(tmp_path / "run"), epg=EPGConfig(model=ModelConfig.tiny()),
-                           preset="tiny")
-    checkpoint = tmp_path / "run" / "checkpoint_step000000000"
-    write_model(checkpoint, model, build_model(model).eval())
+    checkpoint = tiny_checkpoint(tmp_path / "run", clips)
     filler = mount / "filler"
     free = os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize
     filler.write_bytes(b"\0" * (free - 8 * 2**10))  # leaves 8 KiB

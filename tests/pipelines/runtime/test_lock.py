@@ -11,17 +11,14 @@ import sys
 import time
 
 import pytest
-import torch
 
-from epg.config import EPGConfig, ModelConfig
 from pipelines.ingest.clips_dataset import read_stream
 from pipelines.ingest.config import IngestConfig
 from pipelines.ingest.job import run_ingest
 from pipelines.runtime.lock import LOCK_FILE, OutputInUse, output_lock
-from pipelines.train.checkpoint import build_model, write_model
-from pipelines.train.config import PretrainConfig
 from tests.conftest import REPO
 from tests.media import Pattern, write_pattern
+from tests.models import tiny_checkpoint
 from tests.pipelines.runtime.test_cluster import local_job_env
 
 HOLD = """
@@ -62,11 +59,7 @@ def inputs(tmp_path_factory, ray_local):
     root = tmp_path_factory.mktemp("lock")
     video = write_pattern(root / "cam0.mp4", Pattern(seconds=6))
     assert run_ingest([str(video)], str(root / "clips"), IngestConfig(crop_size=32), show_progress=False).ok
-    torch.manual_seed(0)
-    config = PretrainConfig(clips=str(root / "clips"), run_dir=str(root / "run"), preset="tiny",
-                            epg=EPGConfig(model=ModelConfig.tiny()))
-    write_model(root / "run" / "checkpoint_step000000000", config, build_model(config).eval())
-    return {"video": video, "clips": root / "clips", "checkpoint": root / "run" / "checkpoint_step000000000"}
+    return {"video": video, "clips": root / "clips", "checkpoint": tiny_checkpoint(root / "run", root / "clips")}
 
 
 @pytest.mark.slow
