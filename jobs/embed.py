@@ -50,6 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="videos: frames the decoder may leave out (none, nonref, nonkey; as jobs/ingest.py)")
     p.add_argument("--frame-skip-tolerance", type=float, default=d("frame_skip_tolerance"),
                    help="videos: source frames a target's frame may be shown before it (as jobs/ingest.py)")
+    p.add_argument("--decode-timeout", type=float, default=d("decode_timeout"),
+                   help="videos: seconds one window's decode may take before its process is stopped and the window "
+                        "fails, named (0: no bound; as jobs/ingest.py)")
     add_skip_bad_shards_option(p, d("skip_bad_shards"), "streams (clips input)")
     add_ray_options(p)
     return p.parse_args(argv)
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             gpus_per_actor=args.gpus_per_actor, rows_per_file=args.rows_per_file, window_seconds=args.window_seconds,
             frame_backend=args.frame_backend, jpeg_quality=args.jpeg_quality, frame_skip=args.frame_skip,
             frame_skip_tolerance=args.frame_skip_tolerance, jpeg_round_trip=not args.raw_crops,
-            skip_bad_shards=args.skip_bad_shards,
+            skip_bad_shards=args.skip_bad_shards, decode_timeout=args.decode_timeout,
         )
         summary = run_embed(args.checkpoint, args.output, clips=args.clips, videos=args.videos, settings=settings,
                             overwrite=args.overwrite, show_progress=not args.quiet, ray_address=args.address)

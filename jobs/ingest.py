@@ -41,6 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--frame-skip-tolerance", type=float, default=d("frame_skip_tolerance"),
                         help="with --frame-skip: source frames a target's frame may be shown before it; a window "
                              "beyond it is decoded again in full")
+    parser.add_argument("--decode-timeout", type=float, default=d("decode_timeout"),
+                        help="seconds one window's decode (or one file's inspection) may take before its process is "
+                             "stopped and the window fails, named (0: no bound)")
     add_ray_options(parser)
     return parser.parse_args(argv)
 
@@ -58,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             decode_threads=args.decode_threads,
             frame_skip=args.frame_skip,
             frame_skip_tolerance=args.frame_skip_tolerance,
+            decode_timeout=args.decode_timeout,
         )
     except ValueError as exc:
         print(f"ingest: error: {exc}", file=sys.stderr)

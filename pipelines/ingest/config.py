@@ -18,7 +18,7 @@ FRAME_BACKENDS = ("decord", "pyav")
 FRAME_SKIP_MODES = ("none", "nonref", "nonkey")  # the keys of pipelines.media.frames.FRAME_SKIPS
 
 # Fields that do not change the output bytes and so stay out of the hash.
-_NOT_HASHED = frozenset({"window_seconds", "decode_threads", "fallback_backend", "num_cpus_per_task"})
+_NOT_HASHED = frozenset({"window_seconds", "decode_threads", "fallback_backend", "num_cpus_per_task", "decode_timeout"})
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,11 @@ class IngestConfig(Config):
     # before it is decoded again in full, so every frame is within the tolerance of its target
     # (1: the exact frame or the one before it).
     frame_skip_tolerance: float = 1.0
+    # Seconds one window's decode (or one file's inspection) may take. The decode runs in a child process
+    # of the worker (pipelines.runtime.isolated): past the bound, or when a decoder crashes, that process
+    # is stopped and the window (file) fails with the reason; the rest go on. 0: decode in the worker
+    # itself, with no bound (a hung decoder then hangs the job, a crashed one makes Ray retry it forever).
+    decode_timeout: float = 600.0
     compression: str = "zstd"
     logmel: LogMelConfig = field(default_factory=LogMelConfig)
 
@@ -63,6 +68,8 @@ class IngestConfig(Config):
             raise ValueError(f"IngestConfig.frame_skip must be one of {FRAME_SKIP_MODES}, got {self.frame_skip!r}")
         if self.frame_skip_tolerance < 1:  # the exact decode's own frames are shown up to one frame before their targets
             raise ValueError(f"IngestConfig.frame_skip_tolerance must be >= 1 source frame, got {self.frame_skip_tolerance}")
+        if self.decode_timeout < 0:
+            raise ValueError(f"IngestConfig.decode_timeout must be >= 0 (0: no bound), got {self.decode_timeout}")
         if self.max_frame_age <= 0:
             raise ValueError(f"IngestConfig.max_frame_age must be > 0, got {self.max_frame_age}")
         if not isinstance(self.logmel, LogMelConfig):

@@ -28,13 +28,14 @@ from pipelines.ingest.config import IngestConfig
 from pipelines.ingest.window import (
     WindowResult,
     decode_window_row,
+    inspect_source_row,
     source_key,
     time_windows,
     truncation_error,
     window_warnings,
 )
 from pipelines.media.frames import stream_backend
-from pipelines.media.info import VideoInfo, inspect_row
+from pipelines.media.info import VideoInfo
 from pipelines.media.sources import ResolvedInputs, VideoSource, resolve_inputs
 from pipelines.media.storage import OutputStore
 from pipelines.runtime.cluster import ensure_ray
@@ -64,6 +65,10 @@ class IngestSummary(StreamJobSummary):
     frame_skip: str = "none"
     max_frame_offset: float | None = None  # over the streams decoded in this run (s)
     windows_decoded_in_full: int = 0
+    decode_timeout: float = 0.0
+    hung: int = 0  # windows or files whose decode ran past decode_timeout and was stopped
+    crashed: int = 0  # windows or files whose decode process crashed
+    damaged_packets: int = 0  # packets left out as undecodable, over the streams decoded in this run
 
     @property
     def clips(self) -> int:
@@ -82,6 +87,12 @@ class IngestSummary(StreamJobSummary):
         if self.frame_skip != "none" and self.max_frame_offset is not None:
             lines.append(f"  frame skip {self.frame_skip}: every frame shown at most {1000 * self.max_frame_offset:.0f} ms "
                          f"before its target; {self.windows_decoded_in_full} window(s) decoded again in full")
+        if self.hung or self.crashed:
+            lines.append(f"  decodes stopped: {self.hung} hung past {self.decode_timeout:g} s, {self.crashed} crashed "
+                         "(their streams failed, named below)")
+        if self.damaged_packets:
+            lines.append(f"  damaged recordings: {self.damaged_packets} undecodable packet(s) left out (counted in the "
+                         "streams' manifests)")
         return "\n".join(lines + self.failure_lines())
 
 
@@ -184,13 +195,15 @@ def _ingest(resolved: ResolvedInputs, output: str, config: IngestConfig, overwri
     if pending:
         ensure_ray(ray_address)
     probed = run_map(
-        [{"uri": s.uri, "stream_id": s.stream_id} for s in pending], inspect_row, 1, "inspect", "file", show_progress
+        [{"uri": s.uri, "stream_id": s.stream_id} for s in pending], lambda row: inspect_source_row(row, config), 1,
+        "inspect", "file", show_progress,
     )
     by_id = {s.stream_id: s for s in pending}
     manifests: dict[str, StreamManifest] = {}
     infos: dict[str, VideoInfo] = {}
     tasks: list[dict] = []
     staged: dict[str, list[str]] = {}
+    stopped = [row["stopped"] for row in probed]
     for row in sorted(probed, key=lambda r: r["stream_id"]):
         source = by_id[row["stream_id"]]
         manifest = new_manifest(source.stream_id, source.uri)
@@ -233,10 +246,11 @@ def _ingest(resolved: ResolvedInputs, output: str, config: IngestConfig, overwri
     by_stream: dict[str, list[WindowResult]] = defaultdict(list)
     for result in results:
         by_stream[result["stream_id"]].append(WindowResult(**result))
+        stopped.append(result["stopped"])
 
     compactions: list[dict] = []
     frame_offsets: list[float | None] = []
-    decoded_in_full = 0
+    decoded_in_full = damaged = 0
     for stream_id, manifest in manifests.items():
         info = infos[stream_id]
         errors, warnings = _check_windows(manifest.source, info, tasks, by_stream[stream_id], staged[stream_id], store)
@@ -246,10 +260,13 @@ def _ingest(resolved: ResolvedInputs, output: str, config: IngestConfig, overwri
             manifest.seconds_without_audio += result.seconds_without_audio
             manifest.seconds_without_video += result.seconds_without_video
             manifest.windows_decoded_in_full += int(result.redecoded_in_full)
+            manifest.damaged_packets += result.damaged_packets
+            manifest.decode_seconds += result.wall_seconds
             if not math.isnan(result.max_frame_offset):
                 manifest.max_frame_offset = max(manifest.max_frame_offset or 0.0, result.max_frame_offset)
         frame_offsets.append(manifest.max_frame_offset)
         decoded_in_full += manifest.windows_decoded_in_full
+        damaged += manifest.damaged_packets
         if errors:
             fail(manifest, errors)
             store.delete_dir(staging_root(store, stream_id))
@@ -292,7 +309,8 @@ def _ingest(resolved: ResolvedInputs, output: str, config: IngestConfig, overwri
     ordered = [outcomes[k] for k in sorted(outcomes)]
     offsets = [x for x in frame_offsets if x is not None]
     return IngestSummary(output, config_hash, ordered, input_errors, time.perf_counter() - began, config.frame_skip,
-                         max(offsets) if offsets else None, decoded_in_full)
+                         max(offsets) if offsets else None, decoded_in_full, config.decode_timeout,
+                         stopped.count("hung"), stopped.count("crashed"), damaged)
 
 
 def _check_windows(

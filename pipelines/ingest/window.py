@@ -2,6 +2,11 @@
 clip rows and stage them as a Parquet part (atomically). Failures are
 returned as data, never raised, so one bad window or file cannot stop the
 rest of the job.
+
+The ``bounded_*`` entry points are what Ray tasks call: the decode runs in the
+worker's child process (``pipelines.runtime.isolated``), so a decoder that hangs
+past ``IngestConfig.decode_timeout`` or crashes fails its window (file) with the
+reason instead of hanging the job or killing the worker.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ from pipelines.ingest.clip_table import clips_schema, frame_targets, window_crop
 from pipelines.ingest.config import FRAME_BACKENDS, IngestConfig
 from pipelines.media.audio import WindowAudio, read_audio
 from pipelines.media.frames import TIME_EPS, FrameSelection, select_frames
-from pipelines.media.info import VideoInfo
+from pipelines.media.info import VideoInfo, inspect_row
 from pipelines.media.sources import VideoSource, filesystem_from_uri
 from pipelines.media.storage import OutputStore
+from pipelines.runtime.isolated import CallTimedOut, ChildDied, bounded_call
 
 # Header duration beyond the last decoded media by more than this => truncated.
 TRUNCATION_SLACK_SECONDS = 2.0
@@ -55,6 +61,8 @@ class WindowResult:
     seconds_without_video: int = 0
     max_frame_offset: float = float("nan")  # the longest a target's frame was shown before it (s; nan: no frame)
     redecoded_in_full: bool = False  # the skipping decode picked a frame beyond the tolerance: decoded again
+    damaged_packets: int = 0  # packets the decoders could not decode and left out (a damaged recording)
+    stopped: str = ""  # its decode process was stopped: "hung" (past decode_timeout) or "crashed"
     wall_seconds: float = 0.0
 
 
@@ -127,6 +135,7 @@ def _decoded_window(task: WindowTask, config: IngestConfig, build):
                 np.zeros(task.seconds * rate, np.float32), np.zeros(task.seconds, np.float32), f"audio unreadable: {exc}"
             )
         result.audio_warning = audio.warning or ""
+        result.damaged_packets = selection.damaged_packets + audio.damaged_packets
         built = build(selection, audio)
         has_audio, has_video = _flags(built)
         result.rows = len(has_audio)
@@ -177,9 +186,46 @@ def _last_covered(audio: WindowAudio, start: int) -> float:
 
 
 def decode_window_row(row: dict, config: IngestConfig, store: OutputStore) -> dict:
-    """Ray Data adapter: a task row in, a result row out."""
+    """Ray Data adapter: a task row in, a result row out (the decode bounded, see the module docstring)."""
     task = WindowTask(**{k: row[k] for k in WindowTask.__dataclass_fields__ if k in row})
-    return asdict(decode_window(task, config, store))
+    began = time.perf_counter()
+    try:
+        return asdict(bounded_call(decode_window, task, config, store, timeout=config.decode_timeout))
+    except (CallTimedOut, ChildDied) as exc:
+        return asdict(_stopped_window(task, exc, time.perf_counter() - began))
+
+
+def bounded_window_clips(task: WindowTask, config: IngestConfig) -> tuple[pa.Table | None, WindowResult]:
+    """``window_clips`` with the decode bounded (the scorer's decode of a video window)."""
+    return _bounded_build(window_clips, task, config)
+
+
+def bounded_window_arrays(task: WindowTask, config: IngestConfig) -> tuple[dict[str, np.ndarray] | None, WindowResult]:
+    """``window_arrays`` with the decode bounded."""
+    return _bounded_build(window_arrays, task, config)
+
+
+def _bounded_build(build, task: WindowTask, config: IngestConfig):
+    began = time.perf_counter()
+    try:
+        return bounded_call(build, task, config, timeout=config.decode_timeout)
+    except (CallTimedOut, ChildDied) as exc:
+        return None, _stopped_window(task, exc, time.perf_counter() - began)
+
+
+def _stopped_window(task: WindowTask, exc: CallTimedOut | ChildDied, seconds: float) -> WindowResult:
+    stopped = "hung" if isinstance(exc, CallTimedOut) else "crashed"
+    return WindowResult(task.stream_id, task.start, task.seconds, ok=False, stopped=stopped, wall_seconds=seconds,
+                        error=f"{task.uri}: window {task.start}-{task.start + task.seconds} s: decode {exc}")
+
+
+def inspect_source_row(row: dict, config: IngestConfig) -> dict:
+    """``inspect_row`` with the inspection bounded like a window's decode; a stopped one is the file's error."""
+    try:
+        return {**bounded_call(inspect_row, row, timeout=config.decode_timeout), "stopped": ""}
+    except (CallTimedOut, ChildDied) as exc:
+        stopped = "hung" if isinstance(exc, CallTimedOut) else "crashed"
+        return {**row, "info_json": "", "error": f"{row['uri']}: inspection {exc}", "stopped": stopped}
 
 
 def source_key(source: VideoSource) -> str:

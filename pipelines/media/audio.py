@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
+from pipelines.media.containers import audio_stream, tolerant_decode
 from pipelines.media.info import VideoInfo
 from pipelines.media.sources import open_source
 
@@ -24,6 +25,7 @@ class WindowAudio:
     waveform: np.ndarray  # float32 [seconds * sample_rate], zeros where nothing was decoded
     coverage: np.ndarray  # float32 [seconds]: share of each second that came from the stream
     warning: str | None = None  # a decode error that cut the audio short
+    damaged_packets: int = 0  # packets the decoder could not decode and left out (their time is silence)
 
 
 def read_audio(uri: str, info: VideoInfo, start: int, seconds: int, sample_rate: int) -> WindowAudio:
@@ -36,15 +38,18 @@ def read_audio(uri: str, info: VideoInfo, start: int, seconds: int, sample_rate:
     warning = None
     end = start + seconds
     with open_source(uri) as handle, av.open(handle) as container:
-        stream = container.streams.audio[0]
+        stream = audio_stream(container)
+        if stream is None:  # inspection found the track; the file changed since
+            return WindowAudio(waveform, np.zeros(seconds, dtype=np.float32), "the audio track is gone")
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         seek_to = start - PREROLL_SECONDS
         if seek_to > 0:
             container.seek(int(info.container_time(seek_to) / stream.time_base), stream=stream, backward=True)
         position: int | None = None  # next output sample, relative to the window start
         expected_time: float | None = None
+        damaged = [0]
         try:
-            for frame in container.decode(stream):
+            for frame in tolerant_decode(container, stream, damaged):
                 if frame.time is None:
                     continue
                 frame_time = info.timeline(frame.time)
@@ -58,7 +63,7 @@ def read_audio(uri: str, info: VideoInfo, start: int, seconds: int, sample_rate:
         except av.error.FFmpegError as exc:
             warning = f"audio decode stopped at {start}+ s: {exc}"
     coverage = covered.reshape(seconds, sample_rate).mean(axis=1).astype(np.float32)
-    return WindowAudio(waveform, coverage, warning)
+    return WindowAudio(waveform, coverage, warning, damaged[0])
 
 
 def _place(frame: av.AudioFrame, position: int, waveform: np.ndarray, covered: np.ndarray) -> int:

@@ -12,6 +12,9 @@ Audio does not use this: an audio decoder keeps state that a flush does not
 reset (e.g. AAC's noise-substitution generator), and in Matroska or MPEG-TS
 a seek lands where the index built so far allows, so the samples would
 depend on which windows the worker decoded before.
+
+``tolerant_decode`` is how frames and audio are decoded from a container: packets the decoder
+rejects as invalid data (a damaged recording) are left out and counted, not fatal.
 """
 
 from __future__ import annotations
@@ -100,3 +103,43 @@ def close_all() -> None:
     """Close every kept container (tests; a worker's exit closes them anyway)."""
     while _open:
         _close(_open.popitem(last=False)[1])
+
+
+def audio_stream(container: av.container.InputContainer) -> av.stream.Stream | None:
+    """The audio track ingest decodes: the first whose codec is known (a damaged header can leave one
+    unknown, which cannot be decoded); None when there is none."""
+    return next((s for s in container.streams.audio if s.codec_context is not None and s.codec_context.name), None)
+
+
+class UnreadableContainer(RuntimeError):
+    """The container cannot be read on (the message says why)."""
+
+
+def demux(container: av.container.InputContainer, *streams: av.stream.Stream) -> Iterator[av.Packet]:
+    """``container.demux(*streams)``; a stream that appears mid-file (a damaged MPEG-TS can announce one),
+    which PyAV's demuxer cannot follow (an IndexError from its stream list), is ``UnreadableContainer``."""
+    packets = container.demux(*streams)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return
+        except IndexError:
+            raise UnreadableContainer(
+                f"a stream appeared mid-file (#{len(container.streams) + 1} or later; a damaged container?) and "
+                "the demuxer cannot read on past it") from None
+        yield packet
+
+
+def tolerant_decode(container: av.container.InputContainer, stream: av.stream.Stream, damaged: list[int]):
+    """The stream's frames, leaving out packets the decoder rejects as invalid data (counted in
+    ``damaged[0]``), as players do: a damaged packet costs its own frames (and those that refer to
+    them look damaged until the next keyframe), not the rest of the recording. Other errors (I/O, a
+    container that cannot be read on) are raised."""
+    for packet in demux(container, stream):
+        try:
+            frames = packet.decode()
+        except av.error.InvalidDataError:
+            damaged[0] += 1
+            continue
+        yield from frames

@@ -16,7 +16,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from pipelines.media.containers import input_container
+from pipelines.media.containers import input_container, tolerant_decode
 from pipelines.media.info import VideoInfo
 
 # Downscaling filter for the selected frames: area averaging is the fastest
@@ -47,6 +47,7 @@ class FrameSelection:
     shown_at: np.ndarray  # float [n_targets], nan where no frame
     last_time: float  # time of the last frame decoded in range (nan: none)
     decoded: int = 0  # frames the decoder returned for the window (PyAV: fewer with a frame skip)
+    damaged_packets: int = 0  # packets the decoder could not decode and left out (PyAV)
 
 
 def scaled_size(width: int, height: int, crop: int) -> tuple[int, int]:
@@ -85,18 +86,18 @@ def select_frames_pyav(
         seek_to = None if margin is None else first - margin
         if seek_to is not None and seek_to <= info.video_start:
             seek_to = None
-        frame_times, kept = _decode_range(uri, info, targets, crop, threads, seek_to, skip)
+        frame_times, kept, damaged = _decode_range(uri, info, targets, crop, threads, seek_to, skip)
         if seek_to is None or (frame_times.size and frame_times[0] <= first + TIME_EPS):
             break
     idx = _assign(targets, frame_times, max_lead)
     selection = _selection(idx, frame_times, kept, targets)
-    selection.decoded = int(frame_times.size)
+    selection.decoded, selection.damaged_packets = int(frame_times.size), damaged
     return selection
 
 
 def _decode_range(
     uri: str, info: VideoInfo, targets: np.ndarray, crop: int, threads: int, seek_to: float | None, skip: str = "none"
-) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+) -> tuple[np.ndarray, dict[int, np.ndarray], int]:
     if skip not in FRAME_SKIPS:
         raise ValueError(f"frame skip must be one of {tuple(FRAME_SKIPS)}, got {skip!r}")
     width, height = scaled_size(info.width, info.height, crop)
@@ -131,7 +132,8 @@ def _decode_range(
         if seek_to is not None:
             container.seek(int(info.container_time(seek_to) / stream.time_base), stream=stream, backward=True)
         previous = None
-        for frame in container.decode(stream):
+        damaged = [0]
+        for frame in tolerant_decode(container, stream, damaged):
             if frame.time is None:
                 continue
             ft = info.timeline(frame.time)
@@ -145,7 +147,7 @@ def _decode_range(
                 break
         if previous is not None:
             keep_if_shown(previous, np.inf)
-    return np.asarray(times, dtype=np.float64), kept
+    return np.asarray(times, dtype=np.float64), kept, damaged[0]
 
 
 def _selection(

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, replace
 
 import av
 
+from pipelines.media.containers import UnreadableContainer, audio_stream, demux, tolerant_decode
 from pipelines.media.sources import open_source
 
 # Decoded length may exceed whole seconds by encoder padding (AAC priming);
@@ -23,6 +24,9 @@ DURATION_SLACK = 0.05
 TS_WRAP_SECONDS = 2**33 / 90_000
 # An unwrapped time this close below a full cycle is read as slightly negative.
 WRAP_GUARD_SECONDS = 3600.0
+# Demuxing for a duration: a packet further than this from the previous one of its stream is not
+# believed until the next packet of that stream confirms the jump (a damaged timestamp is alone).
+TIMESTAMP_JUMP_SECONDS = 60.0
 # Containers without a trustworthy duration header: measured by demuxing.
 SCAN_DURATION_CONTAINERS = frozenset({"mpegts"})
 
@@ -89,15 +93,24 @@ def _stream_end(stream: av.stream.Stream) -> float | None:
 
 
 def _scan_duration(uri: str, info: "VideoInfo") -> float:
-    """Last packet end over all audio/video streams, by demuxing (no decoding)."""
+    """Last packet end over all audio/video streams, by demuxing (no decoding).
+
+    A packet's time counts when it is within ``TIMESTAMP_JUMP_SECONDS`` of the previous packet of its
+    stream: one damaged timestamp (a flipped bit can put a packet hours ahead) must not stretch the
+    recording to hours of empty seconds, while a real gap in a capture is confirmed by the packets
+    after it."""
     end = 0.0
+    previous: dict[int, float] = {}
     with open_source(uri) as handle, av.open(handle) as container:
         streams = [s for s in container.streams if s.type in ("video", "audio")]
-        for packet in container.demux(streams):
+        for packet in demux(container, *streams):
             if packet.pts is None or packet.time_base is None:
                 continue
-            stop = float((packet.pts + (packet.duration or 0)) * packet.time_base)
-            end = max(end, info.timeline(stop))
+            stop = info.timeline(float((packet.pts + (packet.duration or 0)) * packet.time_base))
+            before = previous.get(packet.stream.index)
+            previous[packet.stream.index] = stop
+            if before is None or abs(stop - before) <= TIMESTAMP_JUMP_SECONDS:
+                end = max(end, stop)
     return end
 
 
@@ -113,7 +126,7 @@ def inspect_video(uri: str, min_seconds: float = 1.0) -> VideoInfo:
             if video.codec_context is None or video.codec_context.name is None:
                 raise MediaError(uri, "video codec not supported")
             try:
-                first = next(container.decode(video), None)
+                first = next(tolerant_decode(container, video, [0]), None)
             except av.error.FFmpegError as exc:
                 raise MediaError(uri, f"cannot decode video ({video.codec_context.name}): {exc}") from exc
             if first is None:
@@ -126,7 +139,7 @@ def inspect_video(uri: str, min_seconds: float = 1.0) -> VideoInfo:
                 origin = min(starts) if starts else 0.0
             first_time = first.time if first.time is not None else origin
             wrap = TS_WRAP_SECONDS if container.format.name == "mpegts" else None
-            audio = container.streams.audio[0] if container.streams.audio else None
+            audio = audio_stream(container)
             fps = float(video.average_rate or video.guessed_rate or 0.0)
 
             if container.format.name in SCAN_DURATION_CONTAINERS:
@@ -165,6 +178,8 @@ def inspect_video(uri: str, min_seconds: float = 1.0) -> VideoInfo:
         raise MediaError(uri, f"not a readable video container ({exc.strerror or exc})") from exc
     except OSError as exc:
         raise MediaError(uri, f"cannot read: {exc}") from exc
+    except UnreadableContainer as exc:
+        raise MediaError(uri, str(exc)) from exc
     if info.duration < min_seconds - DURATION_SLACK:
         raise MediaError(uri, f"shorter than {min_seconds:g} s ({info.duration:.2f} s)")
     return info

@@ -51,6 +51,8 @@ class StreamManifest:
     seconds_without_video: int = 0
     max_frame_offset: float | None = None  # the longest a target's frame was shown before it (s)
     windows_decoded_in_full: int = 0  # with a frame skip: windows whose skipping decode exceeded the tolerance
+    damaged_packets: int = 0  # undecodable packets left out (a damaged recording; the seconds keep their rows)
+    decode_seconds: float = 0.0  # wall time of the stream's window decodes in the run that wrote it, summed
     committed_until: int | None = None  # live: every second below this is in ``files`` or in ``gaps``
     gaps: list[dict] = field(default_factory=list)  # live: {"start", "end" (exclusive), "reason"} without rows
     live: dict = field(default_factory=dict)  # live: the watcher's resume state (epochs, last segment)

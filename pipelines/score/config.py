@@ -39,6 +39,7 @@ class EmbedConfig(Config):
     jpeg_round_trip: bool = True
     frame_skip: str = "none"  # videos: frames the decoder may leave out, as in ingest (IngestConfig.frame_skip)
     frame_skip_tolerance: float = 1.0  # videos: as in ingest
+    decode_timeout: float = 600.0  # videos: seconds a window's decode may take, as in ingest (0: no bound)
     # clips: leave out a stream whose manifest or a file of it cannot be read (said in the summary), instead
     # of stopping with an error that names the file
     skip_bad_shards: bool = False
@@ -58,6 +59,8 @@ class EmbedConfig(Config):
             raise EmbedError(f"frame-backend must be one of {FRAME_BACKENDS}, got {self.frame_backend!r}")
         if self.frame_skip not in FRAME_SKIP_MODES:
             raise EmbedError(f"frame-skip must be one of {FRAME_SKIP_MODES}, got {self.frame_skip!r}")
+        if self.decode_timeout < 0:
+            raise EmbedError(f"decode-timeout must be >= 0 (0: no bound), got {self.decode_timeout}")
         if self.frame_skip_tolerance < 1:
             raise EmbedError(f"frame-skip-tolerance must be >= 1 source frame, got {self.frame_skip_tolerance}")
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from epg.config import ModelConfig
 from pipelines.ingest.config import IngestConfig
-from pipelines.ingest.window import WindowTask, window_arrays, window_clips
+from pipelines.ingest.window import WindowTask, bounded_window_arrays, bounded_window_clips
 from pipelines.train.data import decode_clips
 
 COUNT_COLUMNS = ("clips", "no_audio", "no_video", "unscored")
@@ -135,7 +135,7 @@ def window_task_rows(task: WindowTask, config: IngestConfig, shape: ClipShape, r
     embeddings of the same video ingested, then scored), or the raw crops (``round_trip`` False)."""
     if not round_trip:
         return _raw_window_rows(task, config, shape)
-    table, result = window_clips(task, config)
+    table, result = bounded_window_clips(task, config)
     window = json.dumps(asdict(result))
     if table is None:
         return _failed_window_rows(task, shape, result.error, window)
@@ -151,7 +151,7 @@ def window_task_rows(task: WindowTask, config: IngestConfig, shape: ClipShape, r
 
 
 def _raw_window_rows(task: WindowTask, config: IngestConfig, shape: ClipShape) -> dict[str, np.ndarray]:
-    arrays, result = window_arrays(task, config)
+    arrays, result = bounded_window_arrays(task, config)
     window = json.dumps(asdict(result))
     if arrays is None:
         return _failed_window_rows(task, shape, result.error, window)

@@ -22,9 +22,9 @@ import numpy as np
 from tqdm import tqdm
 
 from pipelines.ingest.config import IngestConfig
-from pipelines.ingest.window import time_windows
+from pipelines.ingest.window import inspect_source_row, time_windows
 from pipelines.media.frames import stream_backend
-from pipelines.media.info import VideoInfo, inspect_row
+from pipelines.media.info import VideoInfo
 from pipelines.media.storage import OutputStore
 from pipelines.runtime.datasets import run_map
 from pipelines.score.config import EmbedConfig
@@ -37,8 +37,8 @@ from pipelines.train.data import CLIP_COLUMNS
 
 def inspect_videos(plans: list[StreamPlan], publisher: Publisher, ingest: IngestConfig, show_progress: bool) -> list[StreamPlan]:
     """Probe the videos in Ray tasks; a file that cannot be read fails its stream. Returns the readable ones."""
-    rows = run_map([{"uri": p.source, "stream_id": p.stream_id} for p in plans], inspect_row, 1, "inspect", "file",
-                   show_progress)
+    rows = run_map([{"uri": p.source, "stream_id": p.stream_id} for p in plans],
+                   lambda row: inspect_source_row(row, ingest), 1, "inspect", "file", show_progress)
     by_id = {p.stream_id: p for p in plans}
     ready = []
     for row in sorted(rows, key=lambda r: r["stream_id"]):

@@ -53,7 +53,8 @@ def ingest_config_for(scoring: ScoringModel, settings: EmbedConfig) -> IngestCon
         config = IngestConfig(crop_size=model.visual.crop_size, frames_per_clip=model.visual.frames,
                               window_seconds=settings.window_seconds, frame_backend=settings.frame_backend,
                               jpeg_quality=settings.jpeg_quality, frame_skip=settings.frame_skip,
-                              frame_skip_tolerance=settings.frame_skip_tolerance, num_cpus_per_task=settings.decode_cpus)
+                              frame_skip_tolerance=settings.frame_skip_tolerance, num_cpus_per_task=settings.decode_cpus,
+                              decode_timeout=settings.decode_timeout)
     except ValueError as exc:
         raise EmbedError(f"checkpoint {str(scoring.path)!r}: its clips cannot be decoded from videos: {exc}") from None
     mel = (config.logmel.n_mels, config.logmel.frames_per_clip)

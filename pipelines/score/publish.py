@@ -137,6 +137,8 @@ class Publisher:
         if run.windows:
             manifest.warnings += window_warnings(run.windows)
             manifest.count_backends(w.backend for w in run.windows)
+            manifest.damaged_packets = sum(w.damaged_packets for w in run.windows)
+            manifest.decode_seconds = sum(w.wall_seconds for w in run.windows)
         if run.unscored:
             manifest.warnings.append(f"{run.unscored} clips without audio or video were not scored (no rows)")
         publish_staged(store, manifest, run.parts, run.rows)

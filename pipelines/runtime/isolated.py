@@ -1,0 +1,223 @@
+"""Calls that may hang or crash in native code, run in a child process with a time bound.
+
+A decoder that spins or waits forever inside FFmpeg or decord holds the GIL or sits in a system
+call, so nothing in its own process can stop it, and a decoder that crashes takes its process
+with it (Ray would then retry the task forever: Ray Data retries a task whose worker died). So a
+worker hands such calls to one long-lived child process of its own and waits for the answer at
+most ``timeout`` seconds; past that the child is killed and the call fails with ``CallTimedOut``,
+and a child that dies mid-call fails it with ``ChildDied`` naming the signal. The next call starts
+a new child. The caller turns either into a failure of its window or file, named in the manifest.
+
+    bounded_call(fn, *args, timeout=s)   fn(*args) in this process's child (in-process when timeout <= 0)
+    child_pid() / shutdown()             the child's pid while it runs; kill it
+
+The child is a plain ``python`` (no Ray) that imports what the pickled call needs once and keeps
+its module state between calls (e.g. ``pipelines.media.containers``' open containers); it dies
+with its parent (PR_SET_PDEATHSIG) or when the parent closes the socket.
+
+May import: nothing of the project.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import os
+import pickle
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+_HEADER = struct.Struct("!Q")
+# A new child's start (the interpreter, then the called function's module and its imports), bounded apart
+# from the call: on a loaded node importing the decoding stack takes seconds.
+STARTUP_SECONDS = 300.0
+_PR_SET_PDEATHSIG = 1
+
+
+class CallTimedOut(RuntimeError):
+    """The call did not finish within its bound; its process was killed."""
+
+
+class ChildDied(RuntimeError):
+    """The child process died during the call (a crash, or a kill from outside)."""
+
+
+def _send(sock: socket.socket, value: Any) -> None:
+    _send_blob(sock, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _send_blob(sock: socket.socket, blob: bytes) -> None:
+    sock.sendall(_HEADER.pack(len(blob)))
+    sock.sendall(blob)
+
+
+def _receive_exactly(sock: socket.socket, size: int, deadline: float | None) -> bytes:
+    chunks, left = [], size
+    while left:
+        if deadline is not None:
+            sock.settimeout(max(deadline - time.monotonic(), 1e-3))
+        chunk = sock.recv(min(left, 1 << 20))
+        if not chunk:
+            raise EOFError("the other end closed the connection")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _receive(sock: socket.socket, deadline: float | None = None) -> Any:
+    (size,) = _HEADER.unpack(_receive_exactly(sock, _HEADER.size, deadline))
+    return pickle.loads(_receive_exactly(sock, size, deadline))
+
+
+def _signal_name(returncode: int | None) -> str:
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        try:
+            return signal.Signals(-returncode).name
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+class IsolatedProcess:
+    """One child Python process that runs the calls sent to it, one at a time."""
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen | None = None
+        self._sock: socket.socket | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def _start(self) -> None:
+        parent, child = socket.socketpair()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        command = [sys.executable, "-c", f"from {__name__} import serve; serve({child.fileno()})"]
+        self._process = subprocess.Popen(command, pass_fds=(child.fileno(),), env=env, stdin=subprocess.DEVNULL,
+                                         close_fds=True)
+        child.close()
+        self._sock = parent
+
+    def _alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def call(self, fn: Callable[..., Any], *args: Any, timeout: float) -> Any:
+        """``fn(*args)`` in the child; its exception is raised here. ``CallTimedOut`` after ``timeout`` s,
+        ``ChildDied`` when the child dies first. A new child first imports ``fn``'s module, within
+        ``STARTUP_SECONDS`` of its own: start-up is not the call's time."""
+        if not self._alive():
+            self.close()
+            self._start()
+            self._exchange(_import, (fn.__module__,), STARTUP_SECONDS)
+        return self._exchange(fn, args, timeout)
+
+    def _exchange(self, fn: Callable[..., Any], args: tuple, timeout: float) -> Any:
+        began = time.monotonic()
+        try:
+            _send(self._sock, (fn, args))
+            ok, value = _receive(self._sock, began + timeout)
+        except (socket.timeout, TimeoutError):
+            self.close()
+            raise CallTimedOut(f"did not finish within {timeout:g} s (its process was stopped)") from None
+        except (EOFError, ConnectionError, OSError):
+            code = self._wait_for_exit()
+            self.close()
+            raise ChildDied(f"crashed (its process died: {_signal_name(code)})") from None
+        if ok:
+            return value
+        raise value
+
+    def _wait_for_exit(self) -> int | None:
+        try:
+            return self._process.wait(timeout=5) if self._process is not None else None
+        except subprocess.TimeoutExpired:
+            return None
+
+    def close(self) -> None:
+        """Kill the child (if any) and forget it."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._process is not None:
+            if self._process.poll() is None:
+                self._process.kill()
+            self._process.wait()
+            self._process = None
+
+
+_CHILD: IsolatedProcess | None = None
+
+
+def bounded_call(fn: Callable[..., Any], *args: Any, timeout: float) -> Any:
+    """``fn(*args)`` in this process's child with a bound of ``timeout`` seconds (see the module docstring);
+    with ``timeout <= 0``, in this process with no bound."""
+    global _CHILD
+    if timeout <= 0:
+        return fn(*args)
+    if _CHILD is None:
+        _CHILD = IsolatedProcess()
+    return _CHILD.call(fn, *args, timeout=timeout)
+
+
+def shutdown() -> None:
+    """Kill this process's child, if it has one (tests; a process's exit ends its child anyway)."""
+    global _CHILD
+    if _CHILD is not None:
+        _CHILD.close()
+        _CHILD = None
+
+
+def child_pid() -> int | None:
+    """The pid of this process's child while it runs (tests and benchmarks that fault it on purpose)."""
+    return _CHILD.pid if _CHILD is not None and _CHILD._alive() else None
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the closed socket ends the child instead
+        pass
+
+
+def serve(fd: int) -> None:
+    """The child's loop: receive (fn, args), send (True, result) or (False, exception), until the parent goes."""
+    _die_with_parent()
+    sock = socket.socket(fileno=fd)
+    while True:
+        try:
+            fn, args = _receive(sock)
+        except (EOFError, ConnectionError, OSError):
+            return
+        try:
+            answer = (True, fn(*args))
+        except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller
+            answer = (False, _portable(exc))
+        try:
+            blob = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # noqa: BLE001 - a result that cannot travel is the call's error
+            failure = RuntimeError(f"the result of {getattr(fn, '__name__', fn)!r} cannot be sent back: {exc}")
+            blob = pickle.dumps((False, failure))
+        try:
+            _send_blob(sock, blob)
+        except (ConnectionError, OSError):
+            return
+
+
+def _import(module: str) -> None:
+    importlib.import_module(module)
+
+
+def _portable(exc: Exception) -> Exception:
+    """``exc`` if it survives pickling (some native libraries' exceptions do not), else a RuntimeError saying it."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001 - any failure to round-trip
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
