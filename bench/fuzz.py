@@ -44,6 +44,7 @@ from results import Printed, command_line, update_results  # noqa: E402
 
 from pipelines.synthetic import SyntheticConfig, generate  # noqa: E402
 from pipelines.synthetic.damage import CONTAINERS, MUTATIONS, recode, write_mutants  # noqa: E402
+from pipelines.train.checkpoint import write_random_init  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -164,16 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     mutant_paths = {m.path.stem: m.path for m in made} | {fifo.stem: fifo}
     clean_ids = [p.stem for p in clean.values()]
 
-    from pipelines.train.checkpoint import build_model, write_model  # the scorer needs a model: random init
-    from pipelines.train.config import PretrainConfig
-    from epg.config import EPGConfig, ModelConfig
-    import torch
-
-    torch.manual_seed(0)
-    config = PretrainConfig(clips="unused", run_dir=str(work / "run"), epg=EPGConfig(model=ModelConfig.tiny()),
-                            preset="tiny")
-    checkpoint = work / "run" / "checkpoint_step000000000"
-    write_model(checkpoint, config, build_model(config).eval())
+    checkpoint = write_random_init(work / "run")  # the scorer needs a model: random init
 
     bound = ["--decode-timeout", str(args.decode_timeout), "--window-seconds", "5"]
     jobs = {

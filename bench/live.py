@@ -46,16 +46,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from results import Printed, command_line, update_results  # noqa: E402
 
-from epg.config import EPGConfig  # noqa: E402
 from pipelines.live.config import WatchConfig  # noqa: E402
 from pipelines.live.job import run_watch  # noqa: E402
 from pipelines.runtime.cluster import start_local_ray  # noqa: E402
 from pipelines.synthetic import SyntheticConfig, generate  # noqa: E402
-from pipelines.train.checkpoint import build_model, write_model  # noqa: E402
-from pipelines.train.config import PRESETS, PretrainConfig  # noqa: E402
+from pipelines.train.checkpoint import write_random_init  # noqa: E402
 
 SEGMENT_SECONDS = 2
 STARTUP_SECONDS = 15.0  # the watchers' actors load their model before the cameras start publishing
@@ -70,12 +67,7 @@ class _Quiet(SimpleHTTPRequestHandler):
 def checkpoint_of(preset: str, work: Path) -> Path:
     """A random-init checkpoint of ``preset`` (what the watcher loads)."""
     path = work / f"run-{preset}" / "checkpoint_step000000000"
-    if not path.exists():
-        torch.manual_seed(0)
-        model = PRESETS[preset](None)
-        config = PretrainConfig(clips="unused", run_dir=str(path.parent), epg=EPGConfig(model=model), preset=preset)
-        write_model(path, config, build_model(config).eval())
-    return path
+    return path if path.exists() else write_random_init(path.parent, preset)
 
 
 def footage(size: str, minutes: float, work: Path) -> tuple[Path, Path]:

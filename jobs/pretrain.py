@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from pipelines.runtime.lock import OutputInUse  # noqa: E402
 from pipelines.train import args as pretrain_args  # noqa: E402
 from pipelines.train.args import config_from_args  # noqa: E402
-from pipelines.train.config import PretrainError  # noqa: E402
+from pipelines.train.config import PretrainError, RunDirWriteError  # noqa: E402
 from pipelines.train.driver import run_pretrain  # noqa: E402
 
 
@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     except (PretrainError, ValueError, FileNotFoundError, OutputInUse) as exc:
         print(f"pretrain: error: {exc}", file=sys.stderr)
         return 2
+    except RunDirWriteError as exc:  # a full disk: the checkpoints written before it stay, a rerun resumes
+        print(f"pretrain: error: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:  # ray.train.TrainingFailedError and the like: training started and failed
         print(f"pretrain: training failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -50,6 +50,7 @@ from pipelines.score.embeddings import read_embeddings
 from pipelines.score.job import EmbedSummary, run_embed
 from pipelines.score.model import checkpoint_id, resolve_checkpoint
 from pipelines.synthetic import SyntheticConfig, generate
+from pipelines.train.checkpoint import registered_checkpoints
 from pipelines.train.config import OPERATIONAL_FIELDS, PretrainConfig, build_pretrain_config
 from pipelines.train.driver import run_pretrain
 
@@ -100,6 +101,8 @@ def run_dir_for(config: MainJobConfig, layout: DemoLayout, data_key: dict[str, A
 def finished_checkpoint(run_dir: Path, epochs: int) -> Path | None:
     """The end-of-last-epoch checkpoint of a finished run, or None (not started, or interrupted)."""
     done = sorted(run_dir.glob(f"checkpoint_step*_end_of_epoch{epochs:04d}")) if run_dir.is_dir() else []
+    registered = registered_checkpoints(run_dir)  # not a copy a killed run cut short
+    done = [path for path in done if registered is None or path.name in registered]
     return done[-1] if done else None
 
 

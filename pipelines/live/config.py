@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from epg.configs import Config
 from pipelines.downstream.anomaly_job import SCORES
@@ -38,9 +38,12 @@ def redacted(source: str) -> str:
 
 
 def scrubbed(text: str, source: str) -> str:
-    """``text`` (an error message) without the source's password."""
+    """``text`` (an error message) without the source's password, as written in the URL or percent-decoded
+    (as a library that opened the URL may print it)."""
     password = urlparse(source).password if "://" in source else None
-    return text.replace(password, "***") if password else text
+    for form in sorted({password, unquote(password)} if password else (), key=len, reverse=True):
+        text = text.replace(form, "***")
+    return text
 
 
 def default_stream_id(source: str) -> str:

@@ -12,6 +12,8 @@ What it guarantees:
   a time. The lock is the kernel's (``fcntl.flock`` on ``<output>/_run.lock``): it goes with the
   process, so a driver that was killed never leaves the output locked, and a stale lock file is
   harmless. The file says who holds it (pid, host, job, start time, command), for the message.
+  A file system that cannot lock (NFS mounted without a lock daemon: ENOLCK) refuses the run
+  naming the lock file, rather than run unguarded.
 - on object storage (``s3://``, ``gs://``, ...): nothing. Object stores have no locks and no
   create-if-absent in pyarrow's file systems, so two runs into one prefix are not detected; the job
   says so when it starts. Run one job per output prefix there (one RayJob per output).
@@ -39,6 +41,10 @@ class OutputInUse(RuntimeError):
     """Another run is writing this output now."""
 
 
+class LockUnavailable(OutputInUse):
+    """The output's file system cannot take the run lock, so a second run could not be told apart."""
+
+
 @contextmanager
 def output_lock(output: str, job: str) -> Iterator[None]:
     """Hold ``output``'s run lock for the ``with`` block (``OutputInUse`` when another run holds it)."""
@@ -59,6 +65,10 @@ def output_lock(output: str, job: str) -> Iterator[None]:
             holder = _describe(handle.read())
             raise OutputInUse(f"{output} is being written by another run ({holder}); wait until it ends, or "
                               "write to another output") from None
+        except OSError as exc:  # e.g. NFS without a lock daemon (ENOLCK): no lock can be taken there
+            raise LockUnavailable(f"{path}: cannot take the run lock ({exc.strerror or exc}); this file system cannot "
+                              "tell whether another run writes the output: write to a local or lock-capable "
+                              "one") from None
         try:  # who holds it, for the message of a run that finds it held (a full disk leaves it unsaid)
             handle.seek(0)
             handle.truncate()

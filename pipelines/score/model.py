@@ -34,7 +34,7 @@ from epg.config import ModelConfig
 from epg.distance import distance
 from epg.encoders import AVEncoders, build_encoders
 from pipelines.score.config import EmbedError
-from pipelines.train.checkpoint import CONFIG_FILE, MODEL_FILE, load_model
+from pipelines.train.checkpoint import CONFIG_FILE, MODEL_FILE, load_model, registered_checkpoints
 
 _CHECKPOINT_DIR = re.compile(r"^checkpoint_step(\d+)")
 
@@ -44,7 +44,8 @@ def is_checkpoint_dir(path: Path) -> bool:
 
 
 def resolve_checkpoint(path: str) -> Path:
-    """A checkpoint directory as given, or the latest ``checkpoint_step<N>*`` of a run directory."""
+    """A checkpoint directory as given, or the latest ``checkpoint_step<N>*`` of a run directory (of those Ray
+    Train registered, when it kept a record: ``registered_checkpoints``)."""
     given = Path(path)
     if "://" in path:
         raise EmbedError(f"checkpoint {path!r}: only local (or mounted shared) paths are supported")
@@ -54,9 +55,11 @@ def resolve_checkpoint(path: str) -> Path:
         return given.resolve()
     candidates: list[tuple[int, str, Path]] = []
     if given.is_dir():
+        registered = registered_checkpoints(given)  # a copy cut short is never registered: never read
         for child in given.iterdir():
             match = _CHECKPOINT_DIR.match(child.name)
-            if match and child.is_dir() and is_checkpoint_dir(child):
+            if (match and child.is_dir() and is_checkpoint_dir(child)
+                    and (registered is None or child.name in registered)):
                 candidates.append((int(match.group(1)), child.name, child))
     if not candidates:
         raise EmbedError(

@@ -5,7 +5,7 @@
                           temperature), rng-rank<r>.pt
 
 ``write_model``/``load_model`` are the model-only part that scoring reads; it needs neither Ray
-nor the training driver.
+nor the training driver. ``write_random_init`` writes an untrained checkpoint (tests, benchmarks).
 """
 
 from __future__ import annotations
@@ -19,11 +19,14 @@ import torch
 
 from epg.bank import EmbeddingBank
 from epg.encoders import AVEncoders, build_encoders
-from pipelines.train.config import PretrainConfig
+from epg.config import EPGConfig, OptimConfig
+from pipelines.train.config import PRESETS, PretrainConfig
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.pt"
 STATE_FILE = "train_state.pt"
+# Ray Train's record, in the run dir, of the checkpoints it registered (after their copy was complete).
+RAY_TRAIN_SNAPSHOT = "checkpoint_manager_snapshot.json"
 
 
 def build_model(config: PretrainConfig) -> AVEncoders:
@@ -31,6 +34,31 @@ def build_model(config: PretrainConfig) -> AVEncoders:
     torch.manual_seed(config.epg.optim.seed)
     return build_encoders(config.epg.model)
 
+
+def write_random_init(run_dir: Path, preset: str = "tiny", clips: str = "unused", seed: int = 0) -> Path:
+    """``run_dir/checkpoint_step000000000``: ``preset``'s encoders at their random initialisation (seed
+    ``seed``), written as pretraining writes a checkpoint: what scoring reads when a test or a benchmark
+    needs a model and no training (scoring speed and faults do not depend on the weights)."""
+    epg = EPGConfig(model=PRESETS[preset](None), optim=OptimConfig(seed=seed))
+    config = PretrainConfig(clips=str(clips), run_dir=str(run_dir), epg=epg, preset=preset)
+    checkpoint = Path(run_dir) / "checkpoint_step000000000"
+    write_model(checkpoint, config, build_model(config).eval())
+    return checkpoint
+
+
+def registered_checkpoints(run_dir: Path) -> set[str] | None:
+    """The names of the checkpoint directories Ray Train registered in ``run_dir``: whole ones (a checkpoint is
+    registered once its copy into the run dir completed; one whose copy a killed process or a full disk cut
+    short is not). None when the run dir holds no readable record (a checkpoint written without Ray Train)."""
+    try:
+        data = json.loads((Path(run_dir) / RAY_TRAIN_SNAPSHOT).read_text())
+    except (OSError, ValueError):
+        return None
+    results = data.get("checkpoint_results") if isinstance(data, dict) else None
+    if not isinstance(results, list):
+        return None
+    return {r["checkpoint_dir_name"] for r in results
+            if isinstance(r, dict) and isinstance(r.get("checkpoint_dir_name"), str)}
 
 
 def load_model(checkpoint_dir: str) -> tuple[AVEncoders, PretrainConfig]:

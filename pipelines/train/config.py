@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Literal, get_args
@@ -31,6 +34,20 @@ OPERATIONAL_FIELDS = frozenset({"stop_after_steps", "max_failures", "log_every",
 
 class PretrainError(ValueError):
     """Bad input or configuration, found before any training starts."""
+
+
+class RunDirWriteError(OSError):
+    """Training could not write its run dir (a full disk, a read-only or lost filesystem); the message names
+    the path. Checkpoints registered before it stay whole, and a rerun resumes from the last of them."""
+
+
+# Errors of a write that say the storage, not the program, failed.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG})
+
+
+def storage_reason(exc: OSError) -> str:
+    """What went wrong in a failed write, without the library's wrapping ("No space left on device")."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
 @dataclass(frozen=True)

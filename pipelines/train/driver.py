@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.runtime.cluster import check_capacity, ensure_ray
-from pipelines.runtime.shards import damaged_shards
+from pipelines.media.storage import OutputStore
+from pipelines.runtime.shards import damaged_shards, shard_footer
 from pipelines.runtime.lock import output_lock
 from pipelines.train.checkpoint import CONFIG_FILE
-from pipelines.train.config import OPERATIONAL_FIELDS, PretrainConfig, PretrainError
+from pipelines.train.config import OPERATIONAL_FIELDS, STORAGE_ERRNOS, PretrainConfig, PretrainError, RunDirWriteError, storage_reason
 from pipelines.train.data import ClipsError, ClipsInfo, build_dataset, check_compatible, inspect_clips, load_label_index
 from pipelines.train.holdout import holdout_cutoffs
 from pipelines.train.loop import train_loop
@@ -73,8 +74,14 @@ def write_config(config: PretrainConfig, info: ClipsInfo, class_names: list[str]
               "crop_size": info.crop_size, "files": len(info.files)}, "label_classes": class_names}
     path = run_dir / CONFIG_FILE
     tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(record, indent=1))
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno in STORAGE_ERRNOS:
+            raise RunDirWriteError(f"writing {path}: {storage_reason(exc)}") from None
+        raise
     return path
 
 
@@ -100,6 +107,24 @@ def estimated_steps(config: PretrainConfig, info: ClipsInfo) -> int:
     return max(1, per_epoch) * config.epg.optim.epochs
 
 
+def without_damaged_files(info: ClipsInfo, skip: bool) -> ClipsInfo:
+    """``info`` once every clips file was read (``damaged_shards``): ``PretrainError`` naming a file whose data
+    does not decode, or with ``skip`` the clips without those files (their rows no longer counted)."""
+    damaged = damaged_shards(list(info.files), info.root)
+    if damaged and not skip:
+        more = f" (and {len(damaged) - 1} more damaged file(s))" if len(damaged) > 1 else ""
+        raise PretrainError(next(iter(damaged.values())) + more)
+    if not damaged:
+        return info
+    for why in damaged.values():
+        print(f"pretrain: left out (--skip-bad-shards): {why.split('; ')[0]}", file=sys.stderr)
+    files = tuple(f for f in info.files if f not in damaged)
+    if not files:
+        raise PretrainError(f"clips directory {info.root!r}: every file is damaged")
+    rows = sum(shard_footer(f, OutputStore(info.root).fs).num_rows for f in files)  # the LR schedule's length
+    return dataclasses.replace(info, files=files, rows=rows, skipped=info.skipped + tuple(damaged.values()))
+
+
 def run_pretrain(config: PretrainConfig, ray_address: str | None = None) -> PretrainResult:
     """Check everything, record the config, train. Resumes from the run dir's latest checkpoint.
     ``OutputInUse`` while another run trains into the run dir."""
@@ -115,22 +140,13 @@ def run_pretrain(config: PretrainConfig, ray_address: str | None = None) -> Pret
 def _pretrain(config: PretrainConfig, info: ClipsInfo, labels: dict[str, dict[int, int]] | None,
               names: list[str]) -> PretrainResult:
     from ray.data import ExecutionOptions
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train import (CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig,
+                           WorkerGroupError)
     from ray.train.torch import TorchTrainer
 
     from pipelines.train.process_group import BoundTorchConfig
 
-    damaged = damaged_shards(list(info.files), info.root)
-    if damaged and not config.skip_bad_shards:
-        more = f" (and {len(damaged) - 1} more damaged file(s))" if len(damaged) > 1 else ""
-        raise PretrainError(next(iter(damaged.values())) + more)
-    if damaged:
-        for why in damaged.values():
-            print(f"pretrain: left out (--skip-bad-shards): {why.split('; ')[0]}", file=sys.stderr)
-        files = tuple(f for f in info.files if f not in damaged)
-        if not files:
-            raise PretrainError(f"clips directory {info.root!r}: every file is damaged")
-        info = dataclasses.replace(info, files=files, skipped=info.skipped + tuple(damaged.values()))
+    info = without_damaged_files(info, config.skip_bad_shards)
     write_config(config, info, names)
 
     dataset = build_dataset(info, labels, shuffle_seed=config.epg.optim.seed if config.global_shuffle else None,
@@ -160,6 +176,12 @@ def _pretrain(config: PretrainConfig, info: ClipsInfo, labels: dict[str, dict[in
         dataset_config=DataConfig(execution_options=options),
     )
     with follow_progress(run_dir):  # rank 0's progress lines, printed here
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+        except WorkerGroupError as exc:  # a full disk or a lost filesystem: said as such, naming the path
+            refused = [e for e in exc.worker_failures.values() if isinstance(e, RunDirWriteError)]
+            if refused:
+                raise RunDirWriteError(str(refused[0])) from None
+            raise
     checkpoint = result.checkpoint.path if result.checkpoint is not None else None
     return PretrainResult(str(run_dir), checkpoint, dict(result.metrics or {}))

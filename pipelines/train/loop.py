@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from epg.optim import apply_schedule, build_optimizer
 from epg.step import train_step
 from epg.temperature import LearnedTemperature
 from pipelines.train.checkpoint import Position, build_model, load_checkpoint, save_checkpoint
-from pipelines.train.config import PretrainConfig
+from pipelines.train.config import STORAGE_ERRNOS, PretrainConfig, RunDirWriteError, storage_reason
 from pipelines.train.data import inspect_clips, to_torch_batch
 from pipelines.train.holdout import (describe, holdout_cutoffs, holdout_diagnostics, load_holdout,
                                      write_init_diagnostics)
@@ -71,7 +72,18 @@ def freeze_batchnorm(model: nn.Module) -> None:
 
 
 def train_loop(loop_config: dict[str, Any]) -> None:
-    """Ray Train's ``train_loop_per_worker``: resume, then one EPG step per batch until the last epoch."""
+    """Ray Train's ``train_loop_per_worker``: resume, then one EPG step per batch until the last epoch. A write
+    into the run dir that the storage refuses is ``RunDirWriteError``, naming the path."""
+    try:
+        _train(loop_config)
+    except OSError as exc:
+        if isinstance(exc, RunDirWriteError) or exc.errno not in STORAGE_ERRNOS:
+            raise
+        where = exc.filename or PretrainConfig.from_dict(loop_config["config"]).run_dir
+        raise RunDirWriteError(f"writing {where}: {storage_reason(exc)}") from exc
+
+
+def _train(loop_config: dict[str, Any]) -> None:
     import tempfile
 
     import ray.train
@@ -127,12 +139,19 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     last_metrics: dict[str, float] = {}
 
     def report(name: str) -> None:
-        """Every rank reports (a barrier); rank 0 writes the model and state, every rank its RNG."""
+        """Every rank reports (a barrier); rank 0 writes the model and state, every rank its RNG. A checkpoint
+        that cannot be copied into the run dir is removed there (Ray Train never registered it) and the error
+        names it."""
         metrics = {**{k: v for k, v in last_metrics.items() if math.isfinite(v)}, "step": position.step,
                    "epoch": position.epoch, "batch": position.batch}
         with tempfile.TemporaryDirectory() as tmp:
             save_checkpoint(Path(tmp), rank, config, model, optimizer, scheduler, bank, position, temperature)
-            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
+            try:
+                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
+            except OSError as exc:
+                if rank == 0:
+                    shutil.rmtree(run_dir / name, ignore_errors=True)
+                raise RunDirWriteError(f"writing checkpoint {run_dir / name}: {storage_reason(exc)}") from exc
 
     def stop_reached() -> bool:
         return config.stop_after_steps is not None and position.step >= config.stop_after_steps

@@ -112,10 +112,13 @@ def follow_progress(run_dir: Path) -> Iterator[None]:
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
+    """The file's whole rows: a last row cut short (a killed process, a full disk: no line end) is left out."""
     if not path.is_file():
         return []
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
+    text = path.read_text()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    return [row for row in csv.DictReader(text.splitlines()) if None not in row and None not in row.values()]
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -32,7 +32,7 @@ from pipelines.ingest.config import IngestConfig
 from pipelines.ingest.job import run_ingest
 from pipelines.live.alerts import AlertTracker
 from pipelines.live.appender import LiveAppender
-from pipelines.live.config import WatchConfig, WatchError, default_stream_id, redacted
+from pipelines.live.config import WatchConfig, WatchError, default_stream_id, redacted, scrubbed
 from pipelines.live.sources import RtspSource, Segment
 from pipelines.live.timeline import StreamTimeline
 from pipelines.live.watcher import StreamWatcher
@@ -672,3 +672,11 @@ def test_an_mpegts_clock_that_wraps_after_26_hours_stays_in_its_epoch(footage):
     epoch = StreamTimeline().place(Segment(0, "a", "a"), replace(info, wrap_seconds=wrap), 0.0, "a", True).epoch
     assert epoch.seconds(epoch.origin + 20 * 3600, near=20 * 3600) == pytest.approx(20 * 3600)
     assert epoch.seconds((epoch.origin + 30 * 3600) % wrap, near=30 * 3600 - 2) == pytest.approx(30 * 3600)
+
+
+def test_a_camera_password_is_scrubbed_as_written_and_percent_decoded():
+    source = "rtsp://admin:p%40ss%3Aw0rd@10.0.0.7:554/stream1"
+    assert redacted(source) == "rtsp://admin:***@10.0.0.7:554/stream1"
+    said = "rtsp://admin:p@ss:w0rd@10.0.0.7:554/stream1: 401 Unauthorized (password p%40ss%3Aw0rd)"
+    assert scrubbed(said, source) == "rtsp://admin:***@10.0.0.7:554/stream1: 401 Unauthorized (password ***)"
+    assert scrubbed("no password here", "rtsp://cam/stream") == "no password here"

@@ -17,6 +17,7 @@ from pipelines.ingest.job import run_ingest
 from pipelines.runtime.manifest import DamagedFile
 from pipelines.score.job import run_embed
 from pipelines.train.data import ClipsError, inspect_clips
+from pipelines.train.driver import without_damaged_files
 from tests.conftest import REPO
 from tests.media import Pattern, write_pattern
 from tests.models import tiny_checkpoint
@@ -110,6 +111,8 @@ def test_a_shard_damaged_inside_its_data_is_found_before_training_and_fails_only
     assert pretrain_cli.main(["--clips", str(clips), "--run-dir", str(tmp_path / "run"), "--preset", "tiny",
                               "--batch-size", "8"]) == 2
     assert f"pretrain: error: {path}: cannot be read as Parquet" in capsys.readouterr().err
+    kept = without_damaged_files(inspect_clips(str(clips)), skip=True)  # --skip-bad-shards
+    assert kept.files == tuple(f for f in inspect_clips(str(clips)).files if f != str(path)) and kept.rows == 12
     output = tmp_path / "emb"
     assert embed_cli.main(["--checkpoint", str(datasets["checkpoint"]), "--clips", str(clips), "--quiet",
                            "--output", str(output)]) == 1

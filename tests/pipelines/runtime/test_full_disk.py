@@ -1,9 +1,10 @@
-"""A full disk, for real: ingest and scoring write onto a size-limited tmpfs the test mounts (CI runs as
-root). The error names the file it could not write, streams completed earlier stay intact, no half-written
+"""A full disk, for real: ingest, scoring and a pretraining checkpoint write onto a size-limited tmpfs the test
+mounts (CI runs as root). The error names the file it could not write, streams completed earlier stay intact, no half-written
 file is left, and once the filesystem is grown the same command completes."""
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -15,12 +16,15 @@ from pipelines.ingest.clips_dataset import read_stream
 from pipelines.ingest.config import IngestConfig
 from pipelines.ingest.job import run_ingest
 from pipelines.score.embeddings import read_embeddings
+from pipelines.score.model import resolve_checkpoint
 from tests.conftest import REPO
 from tests.media import Pattern, write_pattern
 from tests.models import tiny_checkpoint
+from tests.pipelines.train.test_data import synthetic_clips
 
 sys.path.insert(0, str(REPO / "jobs"))
 import embed as embed_cli  # noqa: E402
+import pretrain as pretrain_cli  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -87,3 +91,39 @@ def test_ingest_and_scoring_onto_a_full_disk_fail_naming_the_file_and_complete_o
     filler.unlink()
     assert embed_cli.main(args) == 0, capsys.readouterr()
     assert len(read_embeddings(str(embeddings))) == 60
+
+
+def test_a_pretraining_checkpoint_onto_a_full_disk_fails_naming_it_and_the_run_resumes_once_it_has_room(
+        small_disk, tmp_path_factory, ray_local, capsys):
+    """The run dir on the small tmpfs: a first run stops at step 2 with its checkpoint; the disk is filled;
+    the next checkpoint cannot be written: exit 1 naming it, no half-copied checkpoint left, the step-2 one
+    intact and still what scoring reads; with room again the same command resumes and finishes."""
+    mount, grow = small_disk
+    grow("4m")
+    clips, _ = synthetic_clips(tmp_path_factory, ray_local)
+    run_dir = mount / "run"
+    argv = ["--clips", str(clips), "--run-dir", str(run_dir), "--preset", "tiny", "--epochs", "1", "--batch-size", "16",
+            "--workers", "1", "--cpus-per-worker", "1", "--checkpoint-every", "2", "--bank-size", "64",
+            "--holdout-fraction", "0"]
+    assert pretrain_cli.main([*argv, "--stop-after-steps", "2"]) == 0
+    first = run_dir / "checkpoint_step000000002"
+    kept = {p.name: p.read_bytes() for p in first.iterdir()}
+    assert resolve_checkpoint(str(run_dir)) == first.resolve()
+
+    filler = mount / "filler"
+    free = os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize
+    filler.write_bytes(b"\0" * (free - 64 * 2**10))  # leaves 64 KiB: less than a checkpoint
+    capsys.readouterr()
+    assert pretrain_cli.main(argv) == 1
+    printed = capsys.readouterr()
+    assert f"pretrain: error: writing checkpoint {run_dir.resolve()}/checkpoint_step000000004: No space left on device" \
+        in printed.err, printed.err[-3000:]
+    assert sorted(p.name for p in run_dir.glob("checkpoint_step*")) == ["checkpoint_step000000002"]
+    assert {p.name: p.read_bytes() for p in first.iterdir()} == kept
+    assert resolve_checkpoint(str(run_dir)) == first.resolve()
+
+    filler.unlink()
+    assert pretrain_cli.main(argv) == 0
+    assert resolve_checkpoint(str(run_dir)).name == "checkpoint_step000000007_end_of_epoch0001"  # 120 samples / 16
+    with (run_dir / "metrics" / "steps.csv").open() as handle:
+        assert [int(float(row["step"])) for row in csv.DictReader(handle)] == list(range(1, 8))

@@ -1,5 +1,5 @@
-"""One run at a time per output: two real ingest jobs started at once into one output, and a lock held
-by another process (then killed) in front of ingest, scoring and pretraining."""
+"""One run at a time per output: two real ingest jobs, and two real scoring jobs, started at once into one
+output, and a lock held by another process (then killed) in front of ingest, scoring and pretraining."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ import pytest
 from pipelines.ingest.clips_dataset import read_stream
 from pipelines.ingest.config import IngestConfig
 from pipelines.ingest.job import run_ingest
-from pipelines.runtime.lock import LOCK_FILE, OutputInUse, output_lock
+from pipelines.runtime.lock import LOCK_FILE, LockUnavailable, OutputInUse, output_lock
+from pipelines.score.embeddings import read_embeddings
+from pipelines.score.job import run_embed
 from tests.conftest import REPO
 from tests.media import Pattern, write_pattern
 from tests.models import tiny_checkpoint
@@ -84,34 +86,56 @@ def test_every_writing_job_refuses_an_output_another_run_holds(job, inputs, tmp_
 
 
 @pytest.mark.slow
-def test_two_ingests_started_at_once_into_one_output(tmp_path, ray_local):
-    """Overlapping inputs, one output, both jobs started together: one ingests, the other refuses (exit 2)
-    naming the run that holds the output; the output is that of one run, and a rerun skips it all."""
+@pytest.mark.parametrize("job", ["ingest", "embed"])
+def test_two_runs_started_at_once_into_one_output(job, inputs, tmp_path, ray_local):
+    """Overlapping inputs, one output, both jobs (each with its own local Ray) started together: one runs,
+    the other refuses (exit 2) naming the run that holds the output; the output is that of one run (complete
+    manifests, every second once), and a rerun of everything skips what that run wrote."""
     videos = [write_pattern(tmp_path / f"cam{k}.mp4", Pattern(seconds=8)) for k in range(3)]
-    output = tmp_path / "clips"
+    output = tmp_path / "out"
     env = local_job_env()
 
-    def ingest(inputs) -> subprocess.Popen:
-        cmd = [sys.executable, str(REPO / "jobs" / "ingest.py"), "--quiet", "--crop-size", "32", "--output",
-               str(output), "--input", *map(str, inputs)]
+    def start(videos) -> subprocess.Popen:
+        args = {"ingest": ["--crop-size", "32", "--input"],
+                "embed": ["--checkpoint", str(inputs["checkpoint"]), "--videos"]}[job]
+        cmd = [sys.executable, str(REPO / "jobs" / f"{job}.py"), "--quiet", "--output", str(output), *args,
+               *map(str, videos)]
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
-    jobs = [ingest(videos[:2]), ingest(videos[1:])]
+    jobs = [start(videos[:2]), start(videos[1:])]
     began = time.monotonic()
-    codes = [job.wait(timeout=300) for job in jobs]
-    outputs = [job.stdout.read() for job in jobs]
+    codes = [process.wait(timeout=300) for process in jobs]
+    outputs = [process.stdout.read() for process in jobs]
     assert sorted(codes) == [0, 2], outputs
     refused = outputs[codes.index(2)]
-    assert f"{output} is being written by another run (ingest, pid {jobs[codes.index(0)].pid}" in refused, refused
+    assert f"{output} is being written by another run ({job}, pid {jobs[codes.index(0)].pid}" in refused, refused
     assert time.monotonic() - began < 300
-    ingested = {p.name.split("=", 1)[1] for p in output.glob("stream_id=*")}
-    expected = {v.stem for v in (videos[:2] if codes[0] == 0 else videos[1:])}
-    assert ingested == expected
-    for stream in ingested:
+    written = {p.name.split("=", 1)[1] for p in output.glob("stream_id=*")}
+    assert written == {v.stem for v in (videos[:2] if codes[0] == 0 else videos[1:])}
+    for stream in written:
         manifest = json.loads((output / f"stream_id={stream}" / "manifest.json").read_text())
         assert manifest["status"] == "complete"
-        t = read_stream(str(output), stream).column("t").to_pylist()
+        t = (read_stream(str(output), stream).column("t").to_pylist() if job == "ingest" else
+             read_embeddings(str(output)).t[read_embeddings(str(output)).stream_id == stream].tolist())
         assert sorted(t) == list(range(8)) == sorted(set(t))
     assert not list(output.rglob(".tmp-*")) and not list(output.glob("_staging/*"))
-    again = run_ingest(list(map(str, videos)), str(output), IngestConfig(crop_size=32), show_progress=False)
+    if job == "ingest":
+        again = run_ingest(list(map(str, videos)), str(output), IngestConfig(crop_size=32), show_progress=False)
+    else:
+        again = run_embed(str(inputs["checkpoint"]), str(output), videos=list(map(str, videos)), show_progress=False)
     assert again.ok and {s.status for s in again.streams} == {"complete", "skipped"}, again.format()
+
+
+def test_a_file_system_that_cannot_lock_refuses_the_run_naming_the_lock_file(tmp_path, monkeypatch):
+    """NFS mounted without a lock daemon answers flock with ENOLCK: the run refuses, naming the file."""
+    import errno
+    import fcntl
+
+    def no_locks(handle, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(LockUnavailable, match=rf"{tmp_path / 'out' / LOCK_FILE}: cannot take the run lock "
+                                              r"\(No locks available\)"):
+        with output_lock(str(tmp_path / "out"), "ingest"):
+            pass

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -26,6 +27,9 @@ from epg.samples import Samples
 from epg.step import train_step
 from epg.temperature import LearnedTemperature
 from pipelines.ingest.clips_dataset import read_stream
+from pipelines.score.model import resolve_checkpoint
+from pipelines.train.args import config_from_args
+from pipelines.train.args import parse_args as parse_pretrain_args
 from pipelines.train.checkpoint import MODEL_FILE, build_model, load_model
 from pipelines.train.config import PretrainConfig, PretrainError
 from pipelines.train.data import decode_clips, to_torch_batch
@@ -192,19 +196,37 @@ def kill_a_worker_once(run_dir: Path, checkpoint: str, killed: list[int]) -> thr
     return thread
 
 
-def test_interrupted_and_resumed_run_equals_uninterrupted(epg_run, clips, tmp_path):
-    """Stop after 5 steps (mid-epoch, with a checkpoint), rerun the same command, whose worker is killed
-    (SIGKILL) once it wrote its step-6 checkpoint: Ray Train (--max-failures 1) starts the workers again
-    from that checkpoint, and the run ends with the same parameters, optimizer state and bank as the
-    uninterrupted run after 9 steps."""
+def test_a_killed_driver_and_a_killed_worker_lose_nothing_and_the_run_ends_as_the_uninterrupted_one(
+        epg_run, clips, tmp_path):
+    """``jobs/pretrain.py`` with its own local Ray is SIGKILLed with its whole process group once its step-4
+    checkpoint is in the run dir (mid-epoch): the latest checkpoint a reader (scoring) picks then loads. The
+    same command again resumes, and its worker is killed (SIGKILL) once it wrote its step-6 checkpoint: Ray
+    Train (--max-failures 1) starts the workers again from that checkpoint, and the run ends with the same
+    parameters, optimizer state and bank as the uninterrupted run after 9 steps."""
     root, labels = clips
     run_dir = tmp_path / "resumed"
-    first = run_pretrain(make_config(root, run_dir, labels=str(labels), stop_after_steps=5))
-    assert first.metrics["step"] == 5 and (first.metrics["epoch"], first.metrics["batch"]) == (1, 2)
-    assert [int(r["step"]) for r in steps(run_dir)] == [1, 2, 3, 4, 5]
+    (tmp_path / "epg.json").write_text(json.dumps(EPG.to_dict()))
+    argv = ["--clips", str(root), "--run-dir", str(run_dir), "--labels", str(labels), "--epg-config",
+            str(tmp_path / "epg.json"), "--preset", "tiny", "--schedule", "audio_first", "--workers", "2",
+            "--cpus-per-worker", "0.5", "--checkpoint-every", "4", "--shuffle-buffer", "32", "--log-every", "1",
+            "--holdout-fraction", "0.2", "--lr-schedule", "constant", "--lr-warmup-steps", "0"]
+    assert config_from_args(parse_pretrain_args(argv)) == make_config(root, run_dir, labels=str(labels))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "disabled"}
+    job = subprocess.Popen([sys.executable, str(REPO / "jobs" / "pretrain.py"), *argv], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not list(run_dir.glob("checkpoint_step000000004*")) and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert job.poll() is None, "the run ended before its step-4 checkpoint: " + job.stdout.read()[-2000:]
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    latest = resolve_checkpoint(str(run_dir))  # what scoring would read now
+    model, _ = load_model(str(latest))
+    assert int(latest.name[len("checkpoint_step"):][:9]) >= 4 and sum(p.numel() for p in model.parameters()) > 0
+
     killed: list[int] = []
     killer = kill_a_worker_once(run_dir, "checkpoint_step000000006_*", killed)
-    second = run_pretrain(make_config(root, run_dir, labels=str(labels), max_failures=1))
+    second = run_pretrain(make_config(root, run_dir, labels=str(labels), max_failures=1))  # the same command again
     killer.join(10)
     assert second.metrics["step"] == 9 and len(killed) == 1
     kept = sorted(p.name for p in run_dir.iterdir() if p.is_dir() and p.name.startswith("checkpoint_step"))
@@ -212,7 +234,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(epg_run, clips, tmp_pa
                     "checkpoint_step000000009_end_of_epoch0003"]  # keep_checkpoints = 3
     resumed, reference = steps(run_dir), steps(epg_run)
     assert [int(r["step"]) for r in resumed] == list(range(1, 10))
-    assert [r["loss"] for r in resumed] == [r["loss"] for r in reference]  # step 6 on: same bank, data, RNG
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in reference]  # same bank, data, RNG throughout
     final = "checkpoint_step000000009_end_of_epoch0003"
     got, want = parameters(run_dir / final), parameters(epg_run / final)
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
