@@ -243,7 +243,8 @@ def killed_driver(job: Job, work: Path, clean: Path, rng: random.Random) -> dict
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5, help="runs of each fault")
-    parser.add_argument("--jobs", default="ingest,scoring,pretraining", help="comma-separated: ingest, scoring, pretraining")
+    parser.add_argument("--jobs", default="ingest,scoring,pretraining",
+                        help="comma-separated: ingest, scoring, pretraining")
     parser.add_argument("--write-results", action="store_true", help="also write the table into bench/RESULTS.md")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="epg-faults-"))

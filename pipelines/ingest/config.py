@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 
 from epg.configs import Config
@@ -68,7 +69,7 @@ class IngestConfig(Config):
             raise ValueError(f"IngestConfig.frame_skip must be one of {FRAME_SKIP_MODES}, got {self.frame_skip!r}")
         if self.frame_skip_tolerance < 1:  # the exact decode's own frames are shown up to one frame before their targets
             raise ValueError(f"IngestConfig.frame_skip_tolerance must be >= 1 source frame, got {self.frame_skip_tolerance}")
-        if self.decode_timeout < 0:
+        if not math.isfinite(self.decode_timeout) or self.decode_timeout < 0:
             raise ValueError(f"IngestConfig.decode_timeout must be >= 0 (0: no bound), got {self.decode_timeout}")
         if self.max_frame_age <= 0:
             raise ValueError(f"IngestConfig.max_frame_age must be > 0, got {self.max_frame_age}")

@@ -37,15 +37,21 @@ import pyarrow.compute as pc
 from pipelines.downstream.anomaly_job import AnomalyJobConfig, FittedScore, fit_score
 from pipelines.ingest.clip_table import clips_schema
 from pipelines.ingest.config import IngestConfig
-from pipelines.ingest.window import WindowTask, window_clips
+from pipelines.ingest.window import WindowTask, bounded_window_clips
 from pipelines.live.alerts import AlertSink, AlertTracker
 from pipelines.live.appender import LiveAppender
 from pipelines.live.config import WatchConfig, redacted, scrubbed, source_kind, stream_ids
 from pipelines.live.sources import HlsSource, RtspSource, Segment, SegmentDirSource, SourceError
 from pipelines.live.timeline import HOLE_SECONDS, Placed, StreamTimeline
 from pipelines.media.info import MediaError, inspect_video
+from pipelines.runtime.isolated import CallTimedOut, ChildDied, bounded_call
 
 LEAD_SECONDS = 1.0  # media decoded before a cut's first second (the decoder's and resampler's warm-up)
+# A segment or a cut is seconds of footage: its inspection or decode past this (a cut: at least, and 5 s
+# per second it holds) is hung, and its process is stopped (pipelines.runtime.isolated); the seconds
+# become a gap with that reason, as they do when a decoder crashes.
+LIVE_DECODE_SECONDS = 60.0
+LIVE_DECODE_SECONDS_PER_SECOND = 5.0
 LAG_SAMPLES = 10_000
 
 
@@ -322,9 +328,11 @@ class StreamWatcher:
         problem, info = segment.error, None
         if not problem:
             try:
-                info = inspect_video(segment.path, min_seconds=0.0)
+                info = bounded_call(inspect_video, segment.path, 0.0, timeout=LIVE_DECODE_SECONDS)
             except MediaError as exc:
                 problem = exc.reason
+            except (CallTimedOut, ChildDied) as exc:
+                problem = f"inspection {exc}"
         if info is None:
             self.restart_pending |= segment.discontinuity
             self.stats.segment_failures += 1
@@ -469,13 +477,17 @@ class StreamWatcher:
                             out.write(handle.read())
             else:
                 chunk = Path(pieces[-1].segment.path)
-            info = self.timeline.chunk_info(inspect_video(str(chunk), min_seconds=0.0), pieces[0].epoch, near=t0)
+            inspected = bounded_call(inspect_video, str(chunk), 0.0, timeout=LIVE_DECODE_SECONDS)
+            info = self.timeline.chunk_info(inspected, pieces[0].epoch, near=t0)
         except MediaError as exc:
             return None, f"seconds {t0}-{t0 + n} (segments {names}): {exc.reason}"
+        except (CallTimedOut, ChildDied) as exc:
+            return None, f"seconds {t0}-{t0 + n} (segments {names}): inspection {exc}"
         except OSError as exc:  # e.g. the NVR's retention deleted a file the watcher was still behind on
             return None, f"seconds {t0}-{t0 + n} (segments {names}): {type(exc).__name__}: {exc}"
         task = WindowTask(self.stream_id, str(chunk), t0, n, "", json.dumps(info.to_dict()))
-        table, result = window_clips(task, self.ingest)
+        bound = max(LIVE_DECODE_SECONDS, LIVE_DECODE_SECONDS_PER_SECOND * n)  # a catch-up cut holds more footage
+        table, result = bounded_window_clips(task, replace(self.ingest, decode_timeout=bound))
         if table is None:
             return None, f"seconds {t0}-{t0 + n} (segments {names}): {result.error}"
         return table, ""

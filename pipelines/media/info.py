@@ -24,9 +24,11 @@ DURATION_SLACK = 0.05
 TS_WRAP_SECONDS = 2**33 / 90_000
 # An unwrapped time this close below a full cycle is read as slightly negative.
 WRAP_GUARD_SECONDS = 3600.0
-# Demuxing for a duration: a packet further than this from the previous one of its stream is not
-# believed until the next packet of that stream confirms the jump (a damaged timestamp is alone).
-TIMESTAMP_JUMP_SECONDS = 60.0
+# Demuxing for a duration: a packet further than this from the one before it in its stream is not
+# believed unless the next packet of that stream agrees (a damaged timestamp is alone). A flipped bit
+# from bit 25 of a 90 kHz timestamp up moves it by more; packets of one stream a few minutes apart
+# (a slow timelapse in MPEG-TS) would not count.
+TIMESTAMP_JUMP_SECONDS = 300.0
 # Containers without a trustworthy duration header: measured by demuxing.
 SCAN_DURATION_CONTAINERS = frozenset({"mpegts"})
 
@@ -38,6 +40,9 @@ class MediaError(RuntimeError):
         super().__init__(f"{uri}: {reason}")
         self.uri = uri
         self.reason = reason
+
+    def __reduce__(self):  # travels whole from a decode's child process (pipelines.runtime.isolated)
+        return (MediaError, (self.uri, self.reason))
 
 
 @dataclass(frozen=True)
@@ -95,22 +100,29 @@ def _stream_end(stream: av.stream.Stream) -> float | None:
 def _scan_duration(uri: str, info: "VideoInfo") -> float:
     """Last packet end over all audio/video streams, by demuxing (no decoding).
 
-    A packet's time counts when it is within ``TIMESTAMP_JUMP_SECONDS`` of the previous packet of its
-    stream: one damaged timestamp (a flipped bit can put a packet hours ahead) must not stretch the
-    recording to hours of empty seconds, while a real gap in a capture is confirmed by the packets
-    after it."""
+    A packet's time counts when it is within ``TIMESTAMP_JUMP_SECONDS`` of the packet of its stream before
+    it or after it: one damaged timestamp (a flipped bit can put a packet hours ahead) must not stretch the
+    recording to hours of empty seconds, and neither the first packet nor the last escapes the check; a
+    real gap in a capture is confirmed by the packets after it."""
     end = 0.0
     previous: dict[int, float] = {}
+    unconfirmed: dict[int, float] = {}  # a stream's packet that is far from the one before it
     with open_source(uri) as handle, av.open(handle) as container:
         streams = [s for s in container.streams if s.type in ("video", "audio")]
         for packet in demux(container, *streams):
             if packet.pts is None or packet.time_base is None:
                 continue
             stop = info.timeline(float((packet.pts + (packet.duration or 0)) * packet.time_base))
-            before = previous.get(packet.stream.index)
-            previous[packet.stream.index] = stop
-            if before is None or abs(stop - before) <= TIMESTAMP_JUMP_SECONDS:
+            index = packet.stream.index
+            waiting = unconfirmed.pop(index, None)
+            if waiting is not None and abs(stop - waiting) <= TIMESTAMP_JUMP_SECONDS:
+                end = max(end, waiting)  # the packet after it agrees
+            before = previous.get(index)
+            if before is not None and abs(stop - before) <= TIMESTAMP_JUMP_SECONDS:
                 end = max(end, stop)
+            else:
+                unconfirmed[index] = stop
+            previous[index] = stop
     return end
 
 

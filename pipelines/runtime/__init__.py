@@ -6,6 +6,7 @@
                 DamagedFile for one that cannot be read
     shards      reading Parquet shards so that damage names the file; damaged_shards checks them all
     lock        output_lock: one run at a time per output root (flock; nothing on object storage)
+    isolated    bounded_call: a call in the worker's child process, stopped past its bound or when it crashes
     stream_job  per-stream outcomes and summaries, failing a stream, publishing staged parts
     cli         shared command-line options (--address, --quiet, --output, --skip-bad-shards) and deprecated
                 aliases

@@ -29,6 +29,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Callable
 
@@ -44,7 +45,15 @@ class CallTimedOut(RuntimeError):
 
 
 class ChildDied(RuntimeError):
-    """The child process died during the call (a crash, or a kill from outside)."""
+    """The child process died during the call (a crash, or a kill from outside: ``signal`` says which, when
+    a signal ended it), or could not be started."""
+
+    def __init__(self, message: str, signal_number: int | None = None):
+        super().__init__(message)
+        self.signal = signal_number
+
+    def __reduce__(self):
+        return (ChildDied, (str(self), self.signal))
 
 
 def _send(sock: socket.socket, value: Any) -> None:
@@ -99,10 +108,18 @@ class IsolatedProcess:
     def _start(self) -> None:
         parent, child = socket.socketpair()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        command = [sys.executable, "-c", f"from {__name__} import serve; serve({child.fileno()})"]
-        self._process = subprocess.Popen(command, pass_fds=(child.fileno(),), env=env, stdin=subprocess.DEVNULL,
-                                         close_fds=True)
-        child.close()
+        # PR_SET_PDEATHSIG fires when the thread that started the child ends: asked for only from the main
+        # thread (it lasts as long as the process); the child also watches its parent (``serve``).
+        main = threading.current_thread() is threading.main_thread()
+        command = [sys.executable, "-c", f"from {__name__} import serve; serve({child.fileno()}, {main})"]
+        try:
+            self._process = subprocess.Popen(command, pass_fds=(child.fileno(),), env=env, stdin=subprocess.DEVNULL,
+                                             close_fds=True)
+        except OSError as exc:  # no processes or memory left (EAGAIN, ENOMEM), too many open files
+            parent.close()
+            raise ChildDied(f"could not start its process ({exc.strerror or exc})") from None
+        finally:
+            child.close()
         self._sock = parent
 
     def _alive(self) -> bool:
@@ -115,12 +132,19 @@ class IsolatedProcess:
         if not self._alive():
             self.close()
             self._start()
-            self._exchange(_import, (fn.__module__,), STARTUP_SECONDS)
+            try:
+                self._exchange(_import, (fn.__module__,), STARTUP_SECONDS)
+            except CallTimedOut:
+                raise ChildDied(f"could not start its process within {STARTUP_SECONDS:g} s") from None
+            except ImportError as exc:
+                self.close()
+                raise ChildDied(f"could not start its process ({type(exc).__name__}: {exc})") from None
         return self._exchange(fn, args, timeout)
 
     def _exchange(self, fn: Callable[..., Any], args: tuple, timeout: float) -> Any:
         began = time.monotonic()
         try:
+            self._sock.settimeout(None)
             _send(self._sock, (fn, args))
             ok, value = _receive(self._sock, began + timeout)
         except (socket.timeout, TimeoutError):
@@ -129,7 +153,11 @@ class IsolatedProcess:
         except (EOFError, ConnectionError, OSError):
             code = self._wait_for_exit()
             self.close()
-            raise ChildDied(f"crashed (its process died: {_signal_name(code)})") from None
+            number = -code if code is not None and code < 0 else None
+            raise ChildDied(f"crashed (its process died: {_signal_name(code)})", number) from None
+        except BaseException:  # interrupted mid-call (a cancelled task): its answer must not reach the next call
+            self.close()
+            raise
         if ok:
             return value
         raise value
@@ -141,18 +169,23 @@ class IsolatedProcess:
             return None
 
     def close(self) -> None:
-        """Kill the child (if any) and forget it."""
+        """Kill the child (if any) and forget it. A child that a SIGKILL cannot end at once (blocked in the
+        kernel on a hung network file system) is left to end by itself, not waited for."""
         if self._sock is not None:
             self._sock.close()
             self._sock = None
         if self._process is not None:
             if self._process.poll() is None:
                 self._process.kill()
-            self._process.wait()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
             self._process = None
 
 
 _CHILD: IsolatedProcess | None = None
+_LOCK = threading.Lock()  # one call at a time on the child's socket (an actor may call from two threads)
 
 
 def bounded_call(fn: Callable[..., Any], *args: Any, timeout: float) -> Any:
@@ -161,9 +194,10 @@ def bounded_call(fn: Callable[..., Any], *args: Any, timeout: float) -> Any:
     global _CHILD
     if timeout <= 0:
         return fn(*args)
-    if _CHILD is None:
-        _CHILD = IsolatedProcess()
-    return _CHILD.call(fn, *args, timeout=timeout)
+    with _LOCK:
+        if _CHILD is None:
+            _CHILD = IsolatedProcess()
+        return _CHILD.call(fn, *args, timeout=timeout)
 
 
 def shutdown() -> None:
@@ -186,9 +220,18 @@ def _die_with_parent() -> None:
         pass
 
 
-def serve(fd: int) -> None:
+def _watch_parent(parent: int) -> None:
+    """End the child once its parent is gone (it is then adopted by another process)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def serve(fd: int, die_with_parent: bool = True) -> None:
     """The child's loop: receive (fn, args), send (True, result) or (False, exception), until the parent goes."""
-    _die_with_parent()
+    if die_with_parent:
+        _die_with_parent()
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     sock = socket.socket(fileno=fd)
     while True:
         try:

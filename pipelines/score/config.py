@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from epg.configs import Config
@@ -59,7 +60,7 @@ class EmbedConfig(Config):
             raise EmbedError(f"frame-backend must be one of {FRAME_BACKENDS}, got {self.frame_backend!r}")
         if self.frame_skip not in FRAME_SKIP_MODES:
             raise EmbedError(f"frame-skip must be one of {FRAME_SKIP_MODES}, got {self.frame_skip!r}")
-        if self.decode_timeout < 0:
+        if not math.isfinite(self.decode_timeout) or self.decode_timeout < 0:
             raise EmbedError(f"decode-timeout must be >= 0 (0: no bound), got {self.decode_timeout}")
         if self.frame_skip_tolerance < 1:
             raise EmbedError(f"frame-skip-tolerance must be >= 1 source frame, got {self.frame_skip_tolerance}")

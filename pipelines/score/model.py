@@ -34,7 +34,7 @@ from epg.config import ModelConfig
 from epg.distance import distance
 from epg.encoders import AVEncoders, build_encoders
 from pipelines.score.config import EmbedError
-from pipelines.train.checkpoint import CONFIG_FILE, MODEL_FILE, load_model, registered_checkpoints
+from pipelines.train.checkpoint import CONFIG_FILE, MODEL_FILE, RAY_TRAIN_SNAPSHOT, load_model, registered_checkpoints
 
 _CHECKPOINT_DIR = re.compile(r"^checkpoint_step(\d+)")
 
@@ -62,6 +62,9 @@ def resolve_checkpoint(path: str) -> Path:
                     and (registered is None or child.name in registered)):
                 candidates.append((int(match.group(1)), child.name, child))
     if not candidates:
+        if given.is_dir() and any(_CHECKPOINT_DIR.match(c.name) for c in given.iterdir()):
+            raise EmbedError(f"run directory {path!r} has no checkpoint that pretraining has finished writing yet "
+                             f"(its checkpoint_step*/ directories are not registered in {RAY_TRAIN_SNAPSHOT})")
         raise EmbedError(
             f"checkpoint {path!r} is neither a checkpoint directory ({MODEL_FILE} + {CONFIG_FILE}) "
             f"nor a run directory with checkpoint_step*/ directories"

@@ -5,6 +5,7 @@
 
 writes ``DIR/<view>.mp4`` (H.264 + AAC 44.1 kHz mono), ``DIR/labels.parquet``,
 ``DIR/events.json`` and ``DIR/config.json``.  See ``README.md`` in this folder.
+``damage`` recodes such footage into other containers and writes seeded damaged copies of it.
 
 May import: pipelines.runtime, epg
 """

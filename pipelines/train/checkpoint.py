@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,8 @@ MODEL_FILE = "model.pt"
 STATE_FILE = "train_state.pt"
 # Ray Train's record, in the run dir, of the checkpoints it registered (after their copy was complete).
 RAY_TRAIN_SNAPSHOT = "checkpoint_manager_snapshot.json"
+# The run record's (run_dir/config.json) key naming where the run's registered checkpoints are listed.
+REGISTRY_KEY = "checkpoint_registry"
 
 
 def build_model(config: PretrainConfig) -> AVEncoders:
@@ -49,16 +52,30 @@ def write_random_init(run_dir: Path, preset: str = "tiny", clips: str = "unused"
 def registered_checkpoints(run_dir: Path) -> set[str] | None:
     """The names of the checkpoint directories Ray Train registered in ``run_dir``: whole ones (a checkpoint is
     registered once its copy into the run dir completed; one whose copy a killed process or a full disk cut
-    short is not). None when the run dir holds no readable record (a checkpoint written without Ray Train)."""
+    short is not). A pretraining run dir (its record names the registry, ``REGISTRY_KEY``) without a readable
+    registry has none registered yet; None for a run dir without that record (a checkpoint written without
+    Ray Train, or by an earlier version: every checkpoint directory counts)."""
+    run_dir = Path(run_dir)
+    registered_by_ray = _registry_of(run_dir) == RAY_TRAIN_SNAPSHOT
+    for attempt in range(3):  # Ray rewrites the file in place: a read can meet it half-written
+        try:
+            data = json.loads((run_dir / RAY_TRAIN_SNAPSHOT).read_text())
+            results = data["checkpoint_results"]
+            return {r["checkpoint_dir_name"] for r in results
+                    if isinstance(r, dict) and isinstance(r.get("checkpoint_dir_name"), str)}
+        except FileNotFoundError:
+            break
+        except (OSError, ValueError, KeyError, TypeError):
+            time.sleep(0.2)
+    return set() if registered_by_ray else None
+
+
+def _registry_of(run_dir: Path) -> str | None:
     try:
-        data = json.loads((Path(run_dir) / RAY_TRAIN_SNAPSHOT).read_text())
+        record = json.loads((run_dir / CONFIG_FILE).read_text())
+        return record.get(REGISTRY_KEY) if isinstance(record, dict) else None
     except (OSError, ValueError):
         return None
-    results = data.get("checkpoint_results") if isinstance(data, dict) else None
-    if not isinstance(results, list):
-        return None
-    return {r["checkpoint_dir_name"] for r in results
-            if isinstance(r, dict) and isinstance(r.get("checkpoint_dir_name"), str)}
 
 
 def load_model(checkpoint_dir: str) -> tuple[AVEncoders, PretrainConfig]:

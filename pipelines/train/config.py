@@ -41,8 +41,8 @@ class RunDirWriteError(OSError):
     the path. Checkpoints registered before it stay whole, and a rerun resumes from the last of them."""
 
 
-# Errors of a write that say the storage, not the program, failed.
-STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG})
+# Errors of a write that say the storage refused it, not the program (EIO is left out: it is also a read's).
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 
 
 def storage_reason(exc: OSError) -> str:

@@ -15,17 +15,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.runtime.cluster import check_capacity, ensure_ray
 from pipelines.media.storage import OutputStore
-from pipelines.runtime.shards import damaged_shards, shard_footer
+from pipelines.runtime.cluster import check_capacity, ensure_ray
 from pipelines.runtime.lock import output_lock
-from pipelines.train.checkpoint import CONFIG_FILE
-from pipelines.train.config import OPERATIONAL_FIELDS, STORAGE_ERRNOS, PretrainConfig, PretrainError, RunDirWriteError, storage_reason
+from pipelines.runtime.shards import damaged_shards, shard_footer
+from pipelines.train.checkpoint import CONFIG_FILE, RAY_TRAIN_SNAPSHOT, REGISTRY_KEY, registered_checkpoints
+from pipelines.train.config import (OPERATIONAL_FIELDS, STORAGE_ERRNOS, PretrainConfig, PretrainError, RunDirWriteError,
+                                    storage_reason)
 from pipelines.train.data import ClipsError, ClipsInfo, build_dataset, check_compatible, inspect_clips, load_label_index
 from pipelines.train.holdout import holdout_cutoffs
 from pipelines.train.loop import train_loop
@@ -71,7 +73,8 @@ def write_config(config: PretrainConfig, info: ClipsInfo, class_names: list[str]
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {"config": config.to_dict(), "clips": {"streams": list(info.stream_ids), "rows": info.rows,
-              "crop_size": info.crop_size, "files": len(info.files)}, "label_classes": class_names}
+              "crop_size": info.crop_size, "files": len(info.files)}, "label_classes": class_names,
+              REGISTRY_KEY: RAY_TRAIN_SNAPSHOT}
     path = run_dir / CONFIG_FILE
     tmp = path.with_name(f".{path.name}.partial")
     try:
@@ -107,6 +110,28 @@ def estimated_steps(config: PretrainConfig, info: ClipsInfo) -> int:
     return max(1, per_epoch) * config.epg.optim.epochs
 
 
+def forget_unregistered_checkpoints(run_dir: Path) -> None:
+    """Before training resumes into ``run_dir`` (under its lock): checkpoint directories Ray Train never
+    registered (copies a killed process or a full disk cut short) are removed, and a registry Ray Train left
+    unreadable (its in-place rewrite cut short by a full disk) is moved aside with a warning, so Ray Train
+    starts without it (from step 0) instead of failing to read it."""
+    snapshot = run_dir / RAY_TRAIN_SNAPSHOT
+    if snapshot.is_file():
+        try:
+            json.loads(snapshot.read_text())["checkpoint_results"]
+        except (ValueError, KeyError, TypeError):
+            aside = snapshot.with_name(f"{snapshot.name}.unreadable")
+            os.replace(snapshot, aside)
+            print(f"pretrain: warning: {snapshot} could not be read (a full disk while Ray Train wrote it?); moved to "
+                  f"{aside.name}: the run starts again from step 0", file=sys.stderr)
+    if not snapshot.is_file():
+        return  # nothing registered yet: a copy cut short is overwritten by the checkpoint of the same step
+    registered = registered_checkpoints(run_dir) or set()
+    for path in sorted(run_dir.glob("checkpoint_step*")):
+        if path.is_dir() and path.name not in registered:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def without_damaged_files(info: ClipsInfo, skip: bool) -> ClipsInfo:
     """``info`` once every clips file was read (``damaged_shards``): ``PretrainError`` naming a file whose data
     does not decode, or with ``skip`` the clips without those files (their rows no longer counted)."""
@@ -125,6 +150,20 @@ def without_damaged_files(info: ClipsInfo, skip: bool) -> ClipsInfo:
     return dataclasses.replace(info, files=files, rows=rows, skipped=info.skipped + tuple(damaged.values()))
 
 
+def storage_failure(exc: Exception, run_dir: Path) -> RunDirWriteError | None:
+    """The run dir's storage failure behind a failed ``trainer.fit()``, if that is what it was: a worker's
+    ``RunDirWriteError`` (it names the file), or the controller's own write (Ray Train's checkpoint registry)
+    refused by the storage."""
+    failures = list(getattr(exc, "worker_failures", {}).values())  # ray.train.WorkerGroupError
+    refused = [e for e in failures if isinstance(e, RunDirWriteError)]
+    if refused:
+        return RunDirWriteError(str(refused[0]))
+    cause = getattr(exc, "controller_failure", None)  # ray.train.ControllerError
+    if isinstance(cause, OSError) and cause.errno in STORAGE_ERRNOS:
+        return RunDirWriteError(f"writing {cause.filename or run_dir}: {storage_reason(cause)}")
+    return None
+
+
 def run_pretrain(config: PretrainConfig, ray_address: str | None = None) -> PretrainResult:
     """Check everything, record the config, train. Resumes from the run dir's latest checkpoint.
     ``OutputInUse`` while another run trains into the run dir."""
@@ -140,21 +179,21 @@ def run_pretrain(config: PretrainConfig, ray_address: str | None = None) -> Pret
 def _pretrain(config: PretrainConfig, info: ClipsInfo, labels: dict[str, dict[int, int]] | None,
               names: list[str]) -> PretrainResult:
     from ray.data import ExecutionOptions
-    from ray.train import (CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig,
-                           WorkerGroupError)
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from pipelines.train.process_group import BoundTorchConfig
 
     info = without_damaged_files(info, config.skip_bad_shards)
     write_config(config, info, names)
+    run_dir = Path(config.run_dir).resolve()
+    forget_unregistered_checkpoints(run_dir)
 
     dataset = build_dataset(info, labels, shuffle_seed=config.epg.optim.seed if config.global_shuffle else None,
                             holdout=holdout_cutoffs(info, config.holdout_fraction))
     options = ExecutionOptions(preserve_order=True)  # a deterministic split across workers (exact resume)
     dataset.context.max_errored_blocks = 0  # a clip that cannot be decoded stops training, never silently shrinks it
     dataset.context.enable_progress_bars = False  # the rank-0 progress line says how training goes
-    run_dir = Path(config.run_dir).resolve()
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"config": config.to_dict(), "total_steps": estimated_steps(config, info),
@@ -178,10 +217,10 @@ def _pretrain(config: PretrainConfig, info: ClipsInfo, labels: dict[str, dict[in
     with follow_progress(run_dir):  # rank 0's progress lines, printed here
         try:
             result = trainer.fit()
-        except WorkerGroupError as exc:  # a full disk or a lost filesystem: said as such, naming the path
-            refused = [e for e in exc.worker_failures.values() if isinstance(e, RunDirWriteError)]
-            if refused:
-                raise RunDirWriteError(str(refused[0])) from None
+        except Exception as exc:  # a full disk or a lost filesystem: said as such, naming the path
+            refused = storage_failure(exc, run_dir)
+            if refused is not None:
+                raise refused from None
             raise
     checkpoint = result.checkpoint.path if result.checkpoint is not None else None
     return PretrainResult(str(run_dir), checkpoint, dict(result.metrics or {}))

@@ -138,15 +138,21 @@ def test_a_window_whose_decode_hangs_or_crashes_fails_alone_and_the_next_one_dec
         assert 3.0 <= time.monotonic() - began < 15
         assert not hung["ok"] and hung["stopped"] == "hung"
         assert hung["error"] == f"{corpus['pipe']}: window 0-4 s: decode did not finish within 3 s (its process was stopped)"
-        # Crashed: the decode process dies by a signal mid-window (as a decoder crash does).
+        # Crashed: the decode process dies by a signal mid-window (as a decoder crash does), once it reads the
+        # pipe: opening the pipe's write end succeeds only while a reader has it open.
         pid = []
 
         def crash() -> None:
             while not pid:
-                if isolated.child_pid():
-                    pid.append(isolated.child_pid())
-                    os.kill(pid[0], signal.SIGSEGV)
-                time.sleep(0.01)
+                try:
+                    writer = os.open(corpus["pipe"], os.O_WRONLY | os.O_NONBLOCK)
+                except OSError:  # no reader yet (ENXIO)
+                    time.sleep(0.01)
+                    continue
+                pid.append(isolated.child_pid())
+                os.kill(pid[0], signal.SIGSEGV)  # while the decode waits for bytes that never come
+                time.sleep(0.5)
+                os.close(writer)
 
         killer = threading.Thread(target=crash, daemon=True)
         killer.start()

@@ -6,41 +6,24 @@ undisturbed run."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
 from pipelines.ingest.clips_dataset import complete_stream_files, read_stream
 from pipelines.ingest.config import IngestConfig
 from pipelines.ingest.job import run_ingest
-from tests.conftest import REPO
+from tests.jobs import kill_job_when, start_job
 from tests.media import Pattern, write_pattern
-from tests.pipelines.runtime.test_cluster import local_job_env
 
 pytestmark = pytest.mark.slow
-
-
-def ingest(videos, output, **popen) -> subprocess.Popen:
-    command = [sys.executable, str(REPO / "jobs" / "ingest.py"), "--quiet", "--crop-size", "32", "--window-seconds",
-               "4", "--output", str(output), "--input", *map(str, videos)]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=local_job_env(),
-                            **popen)
 
 
 def test_a_driver_killed_mid_ingest_loses_nothing_committed_and_the_rerun_completes(tmp_path, ray_local):
     videos = [write_pattern(tmp_path / f"cam{k}.mp4", Pattern(seconds=12, flash_at=(k + 4,))) for k in range(2)]
     output = tmp_path / "clips"
-    job = ingest(videos, output, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while not list(output.glob("_staging/*/*/w-*.parquet")) and job.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert job.poll() is None, "the job ended before a window was staged: " + job.stdout.read()[-2000:]
-    os.killpg(job.pid, signal.SIGKILL)
-    job.wait()
+    job = start_job("ingest", ["--quiet", "--crop-size", "32", "--window-seconds", "4", "--output", str(output),
+                               "--input", *map(str, videos)])
+    kill_job_when(job, lambda: bool(list(output.glob("_staging/*/*/w-*.parquet"))), "a window was staged", 120)
 
     for manifest in output.glob("stream_id=*/manifest.json"):  # what a reader finds in between
         assert json.loads(manifest.read_text())["status"] in ("running", "complete", "failed")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ import psutil
 import pytest
 
 from tests.conftest import REPO
+from tests.jobs import local_job_env
 from tests.media import Pattern, write_pattern
 
 
@@ -36,11 +36,6 @@ def is_loopback(address: str) -> bool:
     ip = ipaddress.ip_address(address)
     mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:127.0.0.1 on a dual-stack socket
     return (mapped or ip).is_loopback
-
-
-def local_job_env() -> dict[str, str]:
-    """This process's environment for a job that must start its own local Ray."""
-    return {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "disabled"}
 
 
 @pytest.mark.slow

@@ -60,3 +60,36 @@ def test_a_result_that_cannot_travel_is_the_calls_error():
     with pytest.raises(RuntimeError, match="cannot be sent back"):
         bounded_call(threading.Lock, timeout=30)
     assert bounded_call(sum, [1, 2], timeout=30) == 3
+
+
+def test_a_call_interrupted_in_the_caller_never_hands_its_answer_to_the_next_call():
+    """A cancelled task interrupts the caller while the child still works: the next call gets its own answer."""
+    import signal
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(signum, frame):
+        raise Cancelled()
+
+    previous = signal.signal(signal.SIGALRM, cancel)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        with pytest.raises(Cancelled):
+            bounded_call(time.sleep, 2, timeout=30)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    time.sleep(2)  # the interrupted call would have answered by now
+    assert bounded_call(sum, [1, 2], timeout=30) == 3
+    assert bounded_call(sorted, [3, 1], timeout=30) == [1, 3]
+
+
+def test_a_child_started_from_a_short_lived_thread_outlives_the_thread():
+    """PR_SET_PDEATHSIG follows the thread that started the child: only the main thread asks for it."""
+    first = []
+    thread = threading.Thread(target=lambda: first.append(bounded_call(os.getpid, timeout=30)))
+    thread.start()
+    thread.join()
+    time.sleep(0.5)
+    assert bounded_call(os.getpid, timeout=30) == first[0]  # the same child, still alive

@@ -19,9 +19,9 @@ from pipelines.runtime.lock import LOCK_FILE, LockUnavailable, OutputInUse, outp
 from pipelines.score.embeddings import read_embeddings
 from pipelines.score.job import run_embed
 from tests.conftest import REPO
+from tests.jobs import start_job
 from tests.media import Pattern, write_pattern
 from tests.models import tiny_checkpoint
-from tests.pipelines.runtime.test_cluster import local_job_env
 
 HOLD = """
 import sys, time
@@ -93,14 +93,11 @@ def test_two_runs_started_at_once_into_one_output(job, inputs, tmp_path, ray_loc
     manifests, every second once), and a rerun of everything skips what that run wrote."""
     videos = [write_pattern(tmp_path / f"cam{k}.mp4", Pattern(seconds=8)) for k in range(3)]
     output = tmp_path / "out"
-    env = local_job_env()
 
     def start(videos) -> subprocess.Popen:
         args = {"ingest": ["--crop-size", "32", "--input"],
                 "embed": ["--checkpoint", str(inputs["checkpoint"]), "--videos"]}[job]
-        cmd = [sys.executable, str(REPO / "jobs" / f"{job}.py"), "--quiet", "--output", str(output), *args,
-               *map(str, videos)]
-        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        return start_job(job, ["--quiet", "--output", str(output), *args, *map(str, videos)], new_session=False)
 
     jobs = [start(videos[:2]), start(videos[1:])]
     began = time.monotonic()

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,9 +20,8 @@ from pipelines.score.config import EmbedConfig
 from pipelines.score.embeddings import read_embeddings
 from pipelines.score.job import run_embed
 from pipelines.synthetic import SyntheticConfig, generate
-from tests.conftest import REPO
+from tests.jobs import kill_job_when, start_job
 from tests.models import tiny_checkpoint
-from tests.pipelines.runtime.test_cluster import local_job_env
 
 pytestmark = pytest.mark.slow
 
@@ -80,17 +77,10 @@ def test_a_killed_model_actor_is_replaced_and_the_rows_equal_an_undisturbed_run(
 
 def test_a_killed_scoring_driver_leaves_no_half_stream_and_the_rerun_completes(undisturbed, tmp_path):
     out = tmp_path / "embeddings"
-    command = [sys.executable, str(REPO / "jobs" / "embed.py"), "--quiet", "--window-seconds", "4", "--rows-per-file",
-               "8", "--batch-size", "8", "--checkpoint", str(undisturbed["checkpoint"]), "--output", str(out),
-               "--videos", *map(str, undisturbed["videos"])]
-    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=local_job_env(),
-                           start_new_session=True)
-    deadline = time.monotonic() + 180
-    while not list(out.glob("_staging/*/part-*.parquet")) and job.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert job.poll() is None, "the job ended before a part was staged: " + job.stdout.read()[-2000:]
-    os.killpg(job.pid, signal.SIGKILL)
-    job.wait()
+    job = start_job("embed", ["--quiet", "--window-seconds", "4", "--rows-per-file", "8", "--batch-size", "8",
+                              "--checkpoint", str(undisturbed["checkpoint"]), "--output", str(out),
+                              "--videos", *map(str, undisturbed["videos"])])
+    kill_job_when(job, lambda: bool(list(out.glob("_staging/*/part-*.parquet"))), "a part was staged", 180)
 
     for manifest in out.glob("stream_id=*/manifest.json"):  # what a reader finds in between
         data = json.loads(manifest.read_text())

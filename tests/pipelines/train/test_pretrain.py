@@ -6,7 +6,6 @@ import csv
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -30,12 +29,13 @@ from pipelines.ingest.clips_dataset import read_stream
 from pipelines.score.model import resolve_checkpoint
 from pipelines.train.args import config_from_args
 from pipelines.train.args import parse_args as parse_pretrain_args
-from pipelines.train.checkpoint import MODEL_FILE, build_model, load_model
+from pipelines.train.checkpoint import MODEL_FILE, build_model, load_model, registered_checkpoints
 from pipelines.train.config import PretrainConfig, PretrainError
 from pipelines.train.data import decode_clips, to_torch_batch
 from pipelines.train.driver import run_pretrain
 from pipelines.train.loop import build_scheduler, freeze_batchnorm
 from tests.conftest import REPO
+from tests.jobs import kill_job_when, start_job
 from tests.pipelines.train.test_data import synthetic_clips
 
 # 60 clips -> 120 visual samples; 2 workers x 16 -> 3 steps per epoch.
@@ -211,18 +211,12 @@ def test_a_killed_driver_and_a_killed_worker_lose_nothing_and_the_run_ends_as_th
             "--cpus-per-worker", "0.5", "--checkpoint-every", "4", "--shuffle-buffer", "32", "--log-every", "1",
             "--holdout-fraction", "0.2", "--lr-schedule", "constant", "--lr-warmup-steps", "0"]
     assert config_from_args(parse_pretrain_args(argv)) == make_config(root, run_dir, labels=str(labels))
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "disabled"}
-    job = subprocess.Popen([sys.executable, str(REPO / "jobs" / "pretrain.py"), *argv], stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while not list(run_dir.glob("checkpoint_step000000004*")) and job.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert job.poll() is None, "the run ended before its step-4 checkpoint: " + job.stdout.read()[-2000:]
-    os.killpg(job.pid, signal.SIGKILL)
-    job.wait()
-    latest = resolve_checkpoint(str(run_dir))  # what scoring would read now
+    job = start_job("pretrain", argv)
+    kill_job_when(job, lambda: bool(list(run_dir.glob("checkpoint_step000000004*")) and registered_checkpoints(run_dir)),
+                  "its step-4 checkpoint, after one was registered")
+    latest = resolve_checkpoint(str(run_dir))  # what scoring would read now: a registered, whole checkpoint
     model, _ = load_model(str(latest))
-    assert int(latest.name[len("checkpoint_step"):][:9]) >= 4 and sum(p.numel() for p in model.parameters()) > 0
+    assert latest.name in registered_checkpoints(run_dir) and int(latest.name[len("checkpoint_step"):][:9]) >= 3
 
     killed: list[int] = []
     killer = kill_a_worker_once(run_dir, "checkpoint_step000000006_*", killed)
