@@ -43,7 +43,7 @@ demo: install system-deps
 	$(BIN)/python jobs/demo.py --output out/demo
 
 test: install system-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 clean:
 	rm -rf out .pytest_cache
