@@ -13,7 +13,10 @@ a new child. The caller turns either into a failure of its window or file, named
 
 The child is a plain ``python`` (no Ray) that imports what the pickled call needs once and keeps
 its module state between calls (e.g. ``pipelines.media.containers``' open containers); it dies
-with its parent (PR_SET_PDEATHSIG) or when the parent closes the socket.
+with its parent (PR_SET_PDEATHSIG when the main thread started it; a thread of its own watches
+the parent) or when the parent closes the socket. A call interrupted in the caller (a cancelled
+task) closes the child, so its late answer never reaches the next call; calls from several
+threads take turns.
 
 May import: nothing of the project.
 """
