@@ -26,10 +26,17 @@ def start_job(job: str, args: list[str], new_session: bool = True) -> subprocess
 
 def kill_job_when(job: subprocess.Popen, reached: Callable[[], bool], what: str, timeout: float = 300) -> None:
     """SIGKILL the job's whole process group (driver and its Ray, as when a machine goes away) once
-    ``reached()``; the job must still run then (``what`` says what it should have reached)."""
-    deadline = time.monotonic() + timeout
-    while not reached() and job.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert job.poll() is None, f"the job ended before {what}: " + job.stdout.read()[-2000:]
-    os.killpg(job.pid, signal.SIGKILL)
-    job.wait()
+    ``reached()``; the job must have reached it and still run then (``what`` says what). The group is killed
+    whatever happens."""
+    try:
+        deadline = time.monotonic() + timeout
+        while not reached() and job.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert job.poll() is None, f"the job ended before {what}: " + job.stdout.read()[-2000:]
+        assert reached(), f"the job did not reach {what} within {timeout:g} s"
+    finally:
+        try:
+            os.killpg(job.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        job.wait()

@@ -191,7 +191,7 @@ def decode_window_row(row: dict, config: IngestConfig, store: OutputStore) -> di
     task = WindowTask(**{k: row[k] for k in WindowTask.__dataclass_fields__ if k in row})
     began = time.perf_counter()
     try:
-        return asdict(_bounded(decode_window, task, config, store, timeout=config.decode_timeout))
+        return asdict(bounded_decode(decode_window, task, config, store, timeout=config.decode_timeout))
     except (CallTimedOut, ChildDied) as exc:
         return asdict(_stopped_window(task, exc, time.perf_counter() - began))
 
@@ -209,12 +209,12 @@ def bounded_window_arrays(task: WindowTask, config: IngestConfig) -> tuple[dict[
 def _bounded_build(build, task: WindowTask, config: IngestConfig):
     began = time.perf_counter()
     try:
-        return _bounded(build, task, config, timeout=config.decode_timeout)
+        return bounded_decode(build, task, config, timeout=config.decode_timeout)
     except (CallTimedOut, ChildDied) as exc:
         return None, _stopped_window(task, exc, time.perf_counter() - began)
 
 
-def _bounded(fn, *args, timeout: float):
+def bounded_decode(fn, *args, timeout: float):
     """``bounded_call``, once more in a new process when the first was SIGKILLed from outside (the kernel's
     OOM killer, an operator): the unbounded path would have lost its Ray worker, which Ray retries."""
     try:
@@ -234,7 +234,7 @@ def _stopped_window(task: WindowTask, exc: CallTimedOut | ChildDied, seconds: fl
 def inspect_source_row(row: dict, config: IngestConfig) -> dict:
     """``inspect_row`` with the inspection bounded like a window's decode; a stopped one is the file's error."""
     try:
-        return {**_bounded(inspect_row, row, timeout=config.decode_timeout), "stopped": ""}
+        return {**bounded_decode(inspect_row, row, timeout=config.decode_timeout), "stopped": ""}
     except (CallTimedOut, ChildDied) as exc:
         stopped = "hung" if isinstance(exc, CallTimedOut) else "crashed"
         return {**row, "info_json": "", "error": f"{row['uri']}: inspection {exc}", "stopped": stopped}

@@ -477,7 +477,8 @@ class StreamWatcher:
                             out.write(handle.read())
             else:
                 chunk = Path(pieces[-1].segment.path)
-            inspected = bounded_call(inspect_video, str(chunk), 0.0, timeout=LIVE_DECODE_SECONDS)
+            bound = max(LIVE_DECODE_SECONDS, LIVE_DECODE_SECONDS_PER_SECOND * n)  # a catch-up cut holds more footage
+            inspected = bounded_call(inspect_video, str(chunk), 0.0, timeout=bound)
             info = self.timeline.chunk_info(inspected, pieces[0].epoch, near=t0)
         except MediaError as exc:
             return None, f"seconds {t0}-{t0 + n} (segments {names}): {exc.reason}"
@@ -486,7 +487,6 @@ class StreamWatcher:
         except OSError as exc:  # e.g. the NVR's retention deleted a file the watcher was still behind on
             return None, f"seconds {t0}-{t0 + n} (segments {names}): {type(exc).__name__}: {exc}"
         task = WindowTask(self.stream_id, str(chunk), t0, n, "", json.dumps(info.to_dict()))
-        bound = max(LIVE_DECODE_SECONDS, LIVE_DECODE_SECONDS_PER_SECOND * n)  # a catch-up cut holds more footage
         table, result = bounded_window_clips(task, replace(self.ingest, decode_timeout=bound))
         if table is None:
             return None, f"seconds {t0}-{t0 + n} (segments {names}): {result.error}"

@@ -25,10 +25,10 @@ TS_WRAP_SECONDS = 2**33 / 90_000
 # An unwrapped time this close below a full cycle is read as slightly negative.
 WRAP_GUARD_SECONDS = 3600.0
 # Demuxing for a duration: a packet further than this from the one before it in its stream is not
-# believed unless the next packet of that stream agrees (a damaged timestamp is alone). A flipped bit
-# from bit 25 of a 90 kHz timestamp up moves it by more; packets of one stream a few minutes apart
-# (a slow timelapse in MPEG-TS) would not count.
-TIMESTAMP_JUMP_SECONDS = 300.0
+# believed unless the next packet of that stream agrees (a damaged timestamp is alone, a real gap is
+# followed by more footage). A flipped bit from bit 23 of a 90 kHz timestamp up moves it by more;
+# packets of one stream over a minute apart (a slow timelapse in MPEG-TS) count only at its ends.
+TIMESTAMP_JUMP_SECONDS = 60.0
 # Containers without a trustworthy duration header: measured by demuxing.
 SCAN_DURATION_CONTAINERS = frozenset({"mpegts"})
 
@@ -103,10 +103,12 @@ def _scan_duration(uri: str, info: "VideoInfo") -> float:
     A packet's time counts when it is within ``TIMESTAMP_JUMP_SECONDS`` of the packet of its stream before
     it or after it: one damaged timestamp (a flipped bit can put a packet hours ahead) must not stretch the
     recording to hours of empty seconds, and neither the first packet nor the last escapes the check; a
-    real gap in a capture is confirmed by the packets after it."""
+    real gap in a capture is confirmed by the packets after it. A stream of a single packet counts when
+    it lies near the others' end (or is all there is)."""
     end = 0.0
     previous: dict[int, float] = {}
     unconfirmed: dict[int, float] = {}  # a stream's packet that is far from the one before it
+    packets: dict[int, int] = {}
     with open_source(uri) as handle, av.open(handle) as container:
         streams = [s for s in container.streams if s.type in ("video", "audio")]
         for packet in demux(container, *streams):
@@ -123,6 +125,10 @@ def _scan_duration(uri: str, info: "VideoInfo") -> float:
             else:
                 unconfirmed[index] = stop
             previous[index] = stop
+            packets[index] = packets.get(index, 0) + 1
+    for index, stop in unconfirmed.items():  # a stream of one packet (a still picture) has nothing to agree with
+        if packets[index] == 1 and (end == 0.0 or abs(stop - end) <= TIMESTAMP_JUMP_SECONDS):
+            end = max(end, stop)
     return end
 
 

@@ -13,8 +13,8 @@ a new child. The caller turns either into a failure of its window or file, named
 
 The child is a plain ``python`` (no Ray) that imports what the pickled call needs once and keeps
 its module state between calls (e.g. ``pipelines.media.containers``' open containers); it dies
-with its parent (PR_SET_PDEATHSIG when the main thread started it; a thread of its own watches
-the parent) or when the parent closes the socket. A call interrupted in the caller (a cancelled
+with its parent (PR_SET_PDEATHSIG, every child being started from one thread that lives as long
+as the process; a thread of its own also watches the parent) or when the parent closes the socket. A call interrupted in the caller (a cancelled
 task) closes the child, so its late answer never reaches the next call; calls from several
 threads take turns.
 
@@ -27,6 +27,7 @@ import ctypes
 import importlib
 import os
 import pickle
+import queue
 import signal
 import socket
 import struct
@@ -57,10 +58,6 @@ class ChildDied(RuntimeError):
 
     def __reduce__(self):
         return (ChildDied, (str(self), self.signal))
-
-
-def _send(sock: socket.socket, value: Any) -> None:
-    _send_blob(sock, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def _send_blob(sock: socket.socket, blob: bytes) -> None:
@@ -111,19 +108,19 @@ class IsolatedProcess:
     def _start(self) -> None:
         parent, child = socket.socketpair()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        # PR_SET_PDEATHSIG fires when the thread that started the child ends: asked for only from the main
-        # thread (it lasts as long as the process); the child also watches its parent (``serve``).
-        main = threading.current_thread() is threading.main_thread()
-        command = [sys.executable, "-c", f"from {__name__} import serve; serve({child.fileno()}, {main})"]
+        command = [sys.executable, "-c", f"from {__name__} import serve; serve({child.fileno()}, {os.getpid()})"]
         try:
-            self._process = subprocess.Popen(command, pass_fds=(child.fileno(),), env=env, stdin=subprocess.DEVNULL,
-                                             close_fds=True)
+            self._process = _SPAWNER.popen(command, pass_fds=(child.fileno(),), env=env, stdin=subprocess.DEVNULL,
+                                           close_fds=True)
+            self._sock = parent
         except OSError as exc:  # no processes or memory left (EAGAIN, ENOMEM), too many open files
             parent.close()
             raise ChildDied(f"could not start its process ({exc.strerror or exc})") from None
+        except BaseException:
+            parent.close()
+            raise
         finally:
             child.close()
-        self._sock = parent
 
     def _alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
@@ -145,10 +142,11 @@ class IsolatedProcess:
         return self._exchange(fn, args, timeout)
 
     def _exchange(self, fn: Callable[..., Any], args: tuple, timeout: float) -> Any:
+        blob = pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL)  # a call that cannot travel: raised here
         began = time.monotonic()
         try:
             self._sock.settimeout(None)
-            _send(self._sock, (fn, args))
+            _send_blob(self._sock, blob)
             ok, value = _receive(self._sock, began + timeout)
         except (socket.timeout, TimeoutError):
             self.close()
@@ -187,6 +185,40 @@ class IsolatedProcess:
             self._process = None
 
 
+class _Spawner:
+    """Starts every child from one thread that lives as long as the process: PR_SET_PDEATHSIG follows the
+    thread that started a child, so a child started from a thread that ends (an actor's pool thread) would
+    be killed with it, and one started without the signal would outlive a killed parent."""
+
+    def __init__(self) -> None:
+        self._requests: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._guard = threading.Lock()
+
+    def popen(self, command: list[str], **options: Any) -> subprocess.Popen:
+        with self._guard:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._serve, name="isolated-spawner", daemon=True)
+                self._thread.start()
+        answer: list = []
+        done = threading.Event()
+        self._requests.put((command, options, answer, done))
+        done.wait()
+        if isinstance(answer[0], BaseException):
+            raise answer[0]
+        return answer[0]
+
+    def _serve(self) -> None:
+        while True:
+            command, options, answer, done = self._requests.get()
+            try:
+                answer.append(subprocess.Popen(command, **options))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                answer.append(exc)
+            done.set()
+
+
+_SPAWNER = _Spawner()
 _CHILD: IsolatedProcess | None = None
 _LOCK = threading.Lock()  # one call at a time on the child's socket (an actor may call from two threads)
 
@@ -204,15 +236,18 @@ def bounded_call(fn: Callable[..., Any], *args: Any, timeout: float) -> Any:
 
 
 def shutdown() -> None:
-    """Kill this process's child, if it has one (tests; a process's exit ends its child anyway)."""
+    """Kill this process's child, if it has one (tests; a process's exit ends its child anyway); waits for a
+    call in progress."""
     global _CHILD
-    if _CHILD is not None:
-        _CHILD.close()
-        _CHILD = None
+    with _LOCK:
+        if _CHILD is not None:
+            _CHILD.close()
+            _CHILD = None
 
 
 def child_pid() -> int | None:
-    """The pid of this process's child while it runs (tests and benchmarks that fault it on purpose)."""
+    """The pid of this process's child while it runs (tests and benchmarks that fault it on purpose; read
+    without waiting for a call in progress)."""
     return _CHILD.pid if _CHILD is not None and _CHILD._alive() else None
 
 
@@ -230,11 +265,10 @@ def _watch_parent(parent: int) -> None:
     os._exit(1)
 
 
-def serve(fd: int, die_with_parent: bool = True) -> None:
+def serve(fd: int, parent: int) -> None:
     """The child's loop: receive (fn, args), send (True, result) or (False, exception), until the parent goes."""
-    if die_with_parent:
-        _die_with_parent()
-    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    _die_with_parent()
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     sock = socket.socket(fileno=fd)
     while True:
         try:

@@ -53,23 +53,32 @@ def resolve_checkpoint(path: str) -> Path:
         raise EmbedError(f"checkpoint {path!r} does not exist")
     if given.is_dir() and is_checkpoint_dir(given):
         return given.resolve()
-    candidates: list[tuple[int, str, Path]] = []
-    if given.is_dir():
-        registered = registered_checkpoints(given)  # a copy cut short is never registered: never read
-        for child in given.iterdir():
-            match = _CHECKPOINT_DIR.match(child.name)
-            if (match and child.is_dir() and is_checkpoint_dir(child)
-                    and (registered is None or child.name in registered)):
-                candidates.append((int(match.group(1)), child.name, child))
+    candidates = _registered_candidates(given) if given.is_dir() else []
+    if not candidates and given.is_dir():  # Ray Train may have replaced the listed ones meanwhile (--keep-checkpoints)
+        candidates = _registered_candidates(given)
     if not candidates:
         if given.is_dir() and any(_CHECKPOINT_DIR.match(c.name) for c in given.iterdir()):
-            raise EmbedError(f"run directory {path!r} has no checkpoint that pretraining has finished writing yet "
-                             f"(its checkpoint_step*/ directories are not registered in {RAY_TRAIN_SNAPSHOT})")
+            raise EmbedError(f"run directory {path!r}: none of its checkpoint_step*/ directories is listed as complete "
+                             f"in {RAY_TRAIN_SNAPSHOT} (absent or unreadable: a run still writing its first "
+                             "checkpoint, one cut short, or a run dir copied without it); pass a checkpoint "
+                             "directory itself to read it anyway")
         raise EmbedError(
             f"checkpoint {path!r} is neither a checkpoint directory ({MODEL_FILE} + {CONFIG_FILE}) "
             f"nor a run directory with checkpoint_step*/ directories"
         )
     return max(candidates)[2].resolve()
+
+
+def _registered_candidates(run_dir: Path) -> list[tuple[int, str, Path]]:
+    """(step, name, path) of the run dir's whole checkpoints: those Ray Train registered, when it keeps a record
+    (a copy cut short is never registered: never read), else every checkpoint directory."""
+    registered = registered_checkpoints(run_dir)
+    found = []
+    for child in run_dir.iterdir():
+        match = _CHECKPOINT_DIR.match(child.name)
+        if match and child.is_dir() and is_checkpoint_dir(child) and (registered is None or child.name in registered):
+            found.append((int(match.group(1)), child.name, child))
+    return found
 
 
 def checkpoint_id(checkpoint_dir: Path) -> str:

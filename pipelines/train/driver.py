@@ -25,7 +25,7 @@ from pipelines.media.storage import OutputStore
 from pipelines.runtime.cluster import check_capacity, ensure_ray
 from pipelines.runtime.lock import output_lock
 from pipelines.runtime.shards import damaged_shards, shard_footer
-from pipelines.train.checkpoint import CONFIG_FILE, RAY_TRAIN_SNAPSHOT, REGISTRY_KEY, registered_checkpoints
+from pipelines.train.checkpoint import CONFIG_FILE, RAY_TRAIN_SNAPSHOT, REGISTRY_KEY
 from pipelines.train.config import (OPERATIONAL_FIELDS, STORAGE_ERRNOS, PretrainConfig, PretrainError, RunDirWriteError,
                                     storage_reason)
 from pipelines.train.data import ClipsError, ClipsInfo, build_dataset, check_compatible, inspect_clips, load_label_index
@@ -111,25 +111,34 @@ def estimated_steps(config: PretrainConfig, info: ClipsInfo) -> int:
 
 
 def forget_unregistered_checkpoints(run_dir: Path) -> None:
-    """Before training resumes into ``run_dir`` (under its lock): checkpoint directories Ray Train never
-    registered (copies a killed process or a full disk cut short) are removed, and a registry Ray Train left
-    unreadable (its in-place rewrite cut short by a full disk) is moved aside with a warning, so Ray Train
-    starts without it (from step 0) instead of failing to read it."""
+    """Before training resumes into ``run_dir`` (under its lock): checkpoint directories older than the newest
+    one Ray Train registered that it does not list are removed (copies cut short, leftovers of its own
+    clean-up); newer unregistered ones (a copy a killed run cut short) are left, since readers ignore them
+    and the resumed run writes the same step again. A registry Ray Train left unreadable (its in-place
+    rewrite cut short by a full disk) stops the run naming it: Ray Train could not resume from it."""
     snapshot = run_dir / RAY_TRAIN_SNAPSHOT
-    if snapshot.is_file():
-        try:
-            json.loads(snapshot.read_text())["checkpoint_results"]
-        except (ValueError, KeyError, TypeError):
-            aside = snapshot.with_name(f"{snapshot.name}.unreadable")
-            os.replace(snapshot, aside)
-            print(f"pretrain: warning: {snapshot} could not be read (a full disk while Ray Train wrote it?); moved to "
-                  f"{aside.name}: the run starts again from step 0", file=sys.stderr)
-    if not snapshot.is_file():
-        return  # nothing registered yet: a copy cut short is overwritten by the checkpoint of the same step
-    registered = registered_checkpoints(run_dir) or set()
+    try:
+        text = snapshot.read_text()
+    except FileNotFoundError:
+        return  # nothing registered yet
+    try:
+        results = json.loads(text)["checkpoint_results"]
+        registered = {r["checkpoint_dir_name"] for r in results}
+    except (ValueError, KeyError, TypeError):
+        raise PretrainError(f"{snapshot}: Ray Train's record of this run's checkpoints cannot be read (cut short by a "
+                            f"full disk?); move it aside to train this run again from step 0, or use a new --run-dir") \
+            from None
+    steps = {name: _checkpoint_step(name) for name in registered}
+    newest = max((step for step in steps.values() if step is not None), default=-1)
     for path in sorted(run_dir.glob("checkpoint_step*")):
-        if path.is_dir() and path.name not in registered:
+        step = _checkpoint_step(path.name)
+        if path.is_dir() and path.name not in registered and step is not None and step <= newest:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _checkpoint_step(name: str) -> int | None:
+    digits = name[len("checkpoint_step"):len("checkpoint_step") + 9]
+    return int(digits) if name.startswith("checkpoint_step") and digits.isdigit() else None
 
 
 def without_damaged_files(info: ClipsInfo, skip: bool) -> ClipsInfo:

@@ -19,10 +19,11 @@ import pytest
 
 from pipelines.ingest.config import IngestConfig
 from pipelines.ingest.job import run_ingest
-from pipelines.ingest.window import WindowTask, decode_window_row
+from pipelines.ingest.window import WindowTask, bounded_decode, decode_window_row
 from pipelines.media.info import inspect_video
 from pipelines.media.storage import OutputStore
 from pipelines.runtime import isolated
+from pipelines.runtime.isolated import ChildDied
 from pipelines.score.config import EmbedConfig
 from pipelines.score.job import run_embed
 from pipelines.synthetic import SyntheticConfig, generate
@@ -164,4 +165,24 @@ def test_a_window_whose_decode_hangs_or_crashes_fails_alone_and_the_next_one_dec
         fine = decode_window_row(window_of(good, config, store), config, store)
         assert fine["ok"] and fine["rows"] == 4 and fine["stopped"] == "" and isolated.child_pid() not in pid
     finally:
+        isolated.shutdown()
+
+
+@pytest.mark.parametrize(("signum", "retried"), [(signal.SIGKILL, True), (signal.SIGSEGV, False)])
+def test_a_decode_killed_from_outside_is_tried_once_more_and_a_crash_is_not(signum, retried):
+    """SIGKILL (the OOM killer, an operator) costs the window one more try in a new process, as a lost Ray
+    worker would; a crash by the decoder's own fault (SIGSEGV) fails it at once."""
+    isolated.shutdown()
+    first = bounded_decode(os.getpid, timeout=30)  # the child, started
+    killer = threading.Timer(0.5, os.kill, (first, signum))  # half a second into the next call
+    killer.start()
+    try:
+        if retried:
+            assert bounded_decode(time.sleep, 2, timeout=30) is None
+            assert isolated.child_pid() not in (None, first)  # answered by a new child
+        else:
+            with pytest.raises(ChildDied, match="SIGSEGV"):
+                bounded_decode(time.sleep, 2, timeout=30)
+    finally:
+        killer.join(10)
         isolated.shutdown()

@@ -11,6 +11,7 @@ import pytest
 from pipelines.score.config import EmbedError
 from pipelines.score.model import resolve_checkpoint
 from pipelines.train.checkpoint import RAY_TRAIN_SNAPSHOT, REGISTRY_KEY, registered_checkpoints
+from pipelines.train.config import PretrainError
 from pipelines.train.driver import forget_unregistered_checkpoints
 from tests.models import tiny_checkpoint
 
@@ -38,7 +39,7 @@ def test_a_pretraining_run_dir_without_a_readable_registry_has_nothing_registere
     assert registered_checkpoints(run_dir) == set()
     (run_dir / RAY_TRAIN_SNAPSHOT).unlink()  # killed while copying its first checkpoint
     assert registered_checkpoints(run_dir) == set()
-    with pytest.raises(EmbedError, match="has no checkpoint that pretraining has finished writing yet"):
+    with pytest.raises(EmbedError, match=r"none of its checkpoint_step\*/ directories is listed as complete"):
         resolve_checkpoint(str(run_dir))
 
 
@@ -48,11 +49,15 @@ def test_a_run_dir_pretraining_did_not_write_keeps_every_checkpoint(tmp_path):
     assert resolve_checkpoint(str(tmp_path / "random")) == checkpoint.resolve()
 
 
-def test_a_resumed_run_forgets_unregistered_copies_and_sets_an_unreadable_registry_aside(run_dir, capsys):
+def test_a_resumed_run_removes_older_unregistered_copies_and_stops_at_an_unreadable_registry(run_dir):
+    shutil.copytree(run_dir / "checkpoint_step000000002", run_dir / "checkpoint_step000000001")  # Ray's leftover
     forget_unregistered_checkpoints(run_dir)
-    assert sorted(p.name for p in run_dir.glob("checkpoint_step*")) == ["checkpoint_step000000002"]
+    # 1 (older than the newest registered, unlisted) goes; 4 (newer: a copy cut short) stays for the resumed
+    # run to write again, unread meanwhile
+    assert sorted(p.name for p in run_dir.glob("checkpoint_step*")) == ["checkpoint_step000000002",
+                                                                         "checkpoint_step000000004"]
     (run_dir / RAY_TRAIN_SNAPSHOT).write_text("")  # Ray Train's in-place rewrite cut short by a full disk
-    forget_unregistered_checkpoints(run_dir)
-    assert not (run_dir / RAY_TRAIN_SNAPSHOT).exists() and (run_dir / f"{RAY_TRAIN_SNAPSHOT}.unreadable").is_file()
-    assert "could not be read" in capsys.readouterr().err
-    assert sorted(p.name for p in run_dir.glob("checkpoint_step*")) == ["checkpoint_step000000002"]
+    with pytest.raises(PretrainError, match=rf"^{run_dir / RAY_TRAIN_SNAPSHOT}: Ray Train's record .* cannot be read"):
+        forget_unregistered_checkpoints(run_dir)
+    assert sorted(p.name for p in run_dir.glob("checkpoint_step*")) == ["checkpoint_step000000002",
+                                                                         "checkpoint_step000000004"]
