@@ -179,6 +179,8 @@ def _ingest(resolved: ResolvedInputs, output: str, config: IngestConfig, overwri
                 outcomes[source.stream_id] = StreamOutcome(
                     source.stream_id, source.uri, STATUS_SKIPPED, previous.rows, float(info.get("duration", 0.0))
                 )
+                # A run killed between committing the stream and dropping its staging left that staging behind.
+                store.delete_dir(staging_root(store, source.stream_id))
                 continue
             if previous.status == STATUS_COMPLETE and previous.source != source.uri:
                 input_errors.append(

@@ -21,7 +21,13 @@ from pipelines.runtime.cluster import check_capacity, ensure_ray
 from pipelines.runtime.shards import damaged_shards
 from pipelines.runtime.lock import output_lock
 from pipelines.runtime.manifest import STATUS_COMPLETE, StreamManifest
-from pipelines.runtime.stream_job import STATUS_SKIPPED, StreamJobSummary, StreamOutcome, remove_empty_staging
+from pipelines.runtime.stream_job import (
+    STATUS_SKIPPED,
+    StreamJobSummary,
+    StreamOutcome,
+    remove_empty_staging,
+    staging_root,
+)
 from pipelines.score.config import CONFIG_FILE, EmbedConfig, EmbedError
 from pipelines.score.inputs import ClipShape
 from pipelines.score.model import ScoringModel
@@ -153,6 +159,8 @@ def _embed(checkpoint: str, output: str, clips: str | None, videos: list[str] | 
             unscored = int((previous.info or {}).get("clips_unscored", 0))
             publisher.outcomes[plan.stream_id] = StreamOutcome(plan.stream_id, plan.source, STATUS_SKIPPED, previous.rows,
                                                                unscored=unscored)
+            # A run killed between committing the stream and dropping its staging left that staging behind.
+            store.delete_dir(staging_root(store, plan.stream_id))
             continue
         pending.append(plan)
 
@@ -176,7 +184,7 @@ def _embed(checkpoint: str, output: str, clips: str | None, videos: list[str] | 
         scoring_began = time.perf_counter()
         score(dataset, pending, scoring, settings, store, publisher, show_progress, per_window=clips is None)
         scoring_seconds = time.perf_counter() - scoring_began
-        remove_empty_staging(store)
+    remove_empty_staging(store)
 
     outcomes = [publisher.outcomes[k] for k in sorted(publisher.outcomes)]
     return EmbedSummary(output, scoring.model_id, outcomes, input_errors, warnings, time.perf_counter() - began,

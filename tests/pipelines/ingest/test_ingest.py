@@ -406,9 +406,14 @@ def test_resume_skips_complete_streams_and_overwrite_redoes_them(ray_local, tmp_
     assert len(files) == 2  # 10 rows in shards of 8
     stamps = [f.stat().st_mtime_ns for f in files]
 
+    # a run killed after committing the stream, before dropping its staging, left a staged part behind
+    leftover = out / "_staging" / "cam" / "earlier-run" / "w-000000-4.parquet"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"staged")
     again = run_ingest([str(video)], str(out), config)
     assert [s.status for s in again.streams] == ["skipped"]
     assert [f.stat().st_mtime_ns for f in files] == stamps
+    assert not (out / "_staging").exists()
 
     other = run_ingest([str(video)], str(out), small_config(jpeg_quality=50))  # another config: redone
     assert [s.status for s in other.streams] == ["complete"]

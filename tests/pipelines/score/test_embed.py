@@ -242,6 +242,13 @@ def test_rerun_skips_resumes_interrupted_streams_and_guards_the_model(scored, cl
     assert [s.rows for s in summary.streams] == [3, 30]
     assert snapshot(out) == before  # nothing rewritten
 
+    # a run killed after committing a stream, before dropping its staging, left a staged part behind
+    leftover = out / "_staging" / "train" / "part-00000.parquet"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"staged")
+    summary = run_embed(str(run_dir), str(out), clips=str(clips_root), settings=SETTINGS, show_progress=False)
+    assert [s.status for s in summary.streams] == ["skipped", "skipped"] and not (out / "_staging").exists()
+
     # an interrupted run: the stream's manifest says running and staged parts are left over
     store = OutputStore(str(out))
     manifest = StreamManifest.load(store, "pattern")
