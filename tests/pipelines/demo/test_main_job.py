@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -47,8 +48,62 @@ def config(tmp_path_factory) -> MainJobConfig:
                          preset="tiny", epochs=2, start_time=START, show_progress=False)
 
 
+@dataclass
+class UserRun:
+    """``jobs/demo.py`` run as a user runs it (its own local Ray), and what it left: console, sockets, logs."""
+
+    done: subprocess.CompletedProcess
+    listened: set[tuple[str, str, int]]  # (process name, address, port) of every socket it listened on
+    worker_logs: int  # worker log files of its Ray
+    warned: list[str]  # the lines of those logs (and Ray Data's) that record a warning
+    stages: list[dict]  # its stages.json, config.json and summary.txt, before the in-process runs rewrite them
+    config: dict
+    summaries: str
+
+
 @pytest.fixture(scope="module")
-def first_run(ray_local, config) -> MainResult:
+def user_run(config) -> UserRun:
+    """The module's first run of ``config`` through the command line, in a process of its own. The
+    in-process runs below reuse its footage, clips, model and embeddings."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths have a length limit
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_DATA_LOGGING_CONFIG")}
+    env |= {"RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": str(ray_tmp)}
+    out = Path(config.output)
+    command = [sys.executable, str(REPO / "jobs" / "demo.py"), "--output", str(out), "--minutes", "1", "--seed", "2",
+               "--preset", "tiny", "--epochs", "2", "--start-time", START]
+    console = out.parent / "console"
+    console.mkdir()
+    try:
+        # Its sockets are listed while it runs (ingest, pretraining, scoring and the downstream jobs in one
+        # Ray). Output goes to files, so no pipe fills while the fixture polls.
+        with open(console / "stdout", "wb") as out_file, open(console / "stderr", "wb") as err_file:
+            job = subprocess.Popen(command, stdout=out_file, stderr=err_file, env=env)
+            seen: set[tuple[str, str, int]] = set()
+            deadline = time.monotonic() + 900
+            while job.poll() is None and time.monotonic() < deadline:
+                seen |= listening(psutil.Process(job.pid))
+                time.sleep(0.2)
+            if job.poll() is None:
+                job.kill()
+        done = subprocess.CompletedProcess(command, job.wait(), (console / "stdout").read_bytes(),
+                                           (console / "stderr").read_bytes())
+        # The output of every worker process (our tasks and actors) and Ray Data's log; Ray's own services
+        # keep theirs apart.
+        logs = [path for path in ray_tmp.glob("ray/session_*/logs/worker-*") if path.suffix in (".out", ".err")]
+        workers = len(logs)
+        logs += [path for path in ray_tmp.glob("ray/session_*/logs/ray-data/*.log")]
+        warned = [f"{path.name}: {line}" for path in logs for line in path.read_text(errors="replace").splitlines()
+                  if LOGGED_WARNING.search(line)]
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    stages = read_json(out / "stages.json") if (out / "stages.json").is_file() else []
+    written = read_json(out / "config.json") if (out / "config.json").is_file() else {}
+    summaries = (out / "summary.txt").read_text() if (out / "summary.txt").is_file() else ""
+    return UserRun(done, seen, workers, warned, stages, written, summaries)
+
+
+@pytest.fixture(scope="module")
+def first_run(ray_local, config, user_run) -> MainResult:
     return run_main(config)
 
 
@@ -66,11 +121,15 @@ def wall_clock(seconds: int) -> str:
     return when.strftime("%H:%M:%S") + ("+1d" if when.date() > datetime.fromisoformat(START).date() else "")
 
 
-def test_every_stage_writes_its_outputs(first_run, config):
+def test_every_stage_writes_its_outputs(user_run, first_run, config):
     layout = DemoLayout(Path(config.output))
-    assert [s.name for s in first_run.stages] == ["generate", "ingest", "pretrain", "embed", "anomaly", "search",
-                                                  "localize", "report"]
-    assert all(s.status == "ran" and s.seconds > 0 for s in first_run.stages)
+    names = ["generate", "ingest", "pretrain", "embed", "anomaly", "search", "localize", "report"]
+    assert [s["name"] for s in user_run.stages] == names
+    assert all(s["status"] == "ran" and s["seconds"] > 0 for s in user_run.stages)
+    assert user_run.config == replace(config, show_progress=True).to_dict()  # the command line's defaults
+    # the in-process run of the same config: the data stages reused, the downstream jobs and report again
+    assert [s.name for s in first_run.stages] == names
+    assert [s.status for s in first_run.stages] == ["reused"] * 4 + ["ran"] * 4
     assert read_json(layout.root / "config.json") == config.to_dict()
     assert [s["name"] for s in read_json(layout.root / "stages.json")] == [s.name for s in first_run.stages]
 
@@ -217,52 +276,25 @@ LOGGED_WARNING = re.compile(r"\w*Warning: |ArrowConversionError|falling back to 
 
 
 @pytest.mark.slow
-def test_the_console_is_short_and_holds_no_warning_or_ray_message(tmp_path):
+def test_the_console_is_short_and_holds_no_warning_or_ray_message(user_run, config):
     """``jobs/demo.py`` at a small size, as a user runs it: fewer than 40 console lines, none a warning
     or a Ray internal message, the full summaries in summary.txt; no worker of its Ray logged a
     Python warning or a pickled column (their log files under RAY_TMPDIR); and it listens on
     127.0.0.1 only."""
-    ray_tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_DATA_LOGGING_CONFIG")}
-    env |= {"RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": str(ray_tmp)}
-    out = tmp_path / "out"
-    command = [sys.executable, str(REPO / "jobs" / "demo.py"), "--output", str(out), "--minutes", "1", "--seed", "2",
-               "--preset", "tiny", "--epochs", "2"]
-    try:
-        # Its sockets are listed while it runs (ingest, pretraining, scoring and the downstream jobs in one
-        # Ray): every one on 127.0.0.1. Output goes to files, so no pipe fills while the test polls.
-        with open(tmp_path / "stdout", "wb") as out_file, open(tmp_path / "stderr", "wb") as err_file:
-            job = subprocess.Popen(command, stdout=out_file, stderr=err_file, env=env)
-            seen = set()
-            deadline = time.monotonic() + 900
-            while job.poll() is None and time.monotonic() < deadline:
-                seen |= listening(psutil.Process(job.pid))
-                time.sleep(0.2)
-            if job.poll() is None:
-                job.kill()
-        done = subprocess.CompletedProcess(command, job.wait(), (tmp_path / "stdout").read_bytes(),
-                                           (tmp_path / "stderr").read_bytes())
-        stdout, stderr = done.stdout.decode(), done.stderr.decode()  # bytes: text mode reads \r as \n
-        assert {"gcs_server", "raylet"} <= {name for name, _, _ in seen}, sorted(seen)
-        assert not [s for s in seen if not is_loopback(s[1])], f"listening beyond 127.0.0.1: {sorted(seen)}"
-        # Lines as a terminal shows them: a progress bar redraws itself in place with \r, so however
-        # often it redrew, it is one line. Every redraw is still checked for foreign messages.
-        console = (stdout + stderr).split("\n")
-        drawn = [part for line in console for part in line.split("\r")]
-        assert done.returncode == 0, "\n".join(drawn[-60:])
-        assert len(console) < 40, "\n".join(drawn)
-        assert not [part for part in drawn if NOT_OURS.search(RAY_DATA_ACTOR_BUG.sub("", part))], "\n".join(drawn)
-        assert stdout.rstrip("\n").split("\n")[-1] == f"report: {(out / 'report' / 'index.html').resolve()}"
-        assert any(line.startswith("[pretrain] epoch 2/2 done") for line in console)
-        summaries = (out / "summary.txt").read_text()
-        assert all(text in summaries for text in ("ingest summary", "embed summary", "anomaly:", "search:", "localize:"))
-        # The output of every worker process (our tasks and actors) and Ray Data's log; Ray's own services
-        # keep theirs apart.
-        logs = [path for path in ray_tmp.glob("ray/session_*/logs/worker-*") if path.suffix in (".out", ".err")]
-        assert len(logs) >= 4, sorted(p.name for p in ray_tmp.glob("ray/session_*/logs/*"))
-        logs += [path for path in ray_tmp.glob("ray/session_*/logs/ray-data/*.log")]
-        warned = [f"{path.name}: {line}" for path in logs for line in path.read_text(errors="replace").splitlines()
-                  if LOGGED_WARNING.search(line)]
-        assert not warned, "\n".join(warned[:20])
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    out, seen, done = Path(config.output), user_run.listened, user_run.done
+    stdout, stderr = done.stdout.decode(), done.stderr.decode()  # bytes: text mode reads \r as \n
+    assert {"gcs_server", "raylet"} <= {name for name, _, _ in seen}, sorted(seen)
+    assert not [s for s in seen if not is_loopback(s[1])], f"listening beyond 127.0.0.1: {sorted(seen)}"
+    # Lines as a terminal shows them: a progress bar redraws itself in place with \r, so however
+    # often it redrew, it is one line. Every redraw is still checked for foreign messages.
+    console = (stdout + stderr).split("\n")
+    drawn = [part for line in console for part in line.split("\r")]
+    assert done.returncode == 0, "\n".join(drawn[-60:])
+    assert len(console) < 40, "\n".join(drawn)
+    assert not [part for part in drawn if NOT_OURS.search(RAY_DATA_ACTOR_BUG.sub("", part))], "\n".join(drawn)
+    assert stdout.rstrip("\n").split("\n")[-1] == f"report: {(out / 'report' / 'index.html').resolve()}"
+    assert any(line.startswith("[pretrain] epoch 2/2 done") for line in console)
+    assert all(text in user_run.summaries
+               for text in ("ingest summary", "embed summary", "anomaly:", "search:", "localize:"))
+    assert user_run.worker_logs >= 4
+    assert not user_run.warned, "\n".join(user_run.warned[:20])
