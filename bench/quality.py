@@ -53,7 +53,7 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -65,16 +65,23 @@ import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 from results import Printed, command_line, update_results  # noqa: E402
 
+from epg.anomaly import knn_novelty  # noqa: E402
 from epg.config import LOSS_KINDS, MINING_RULES, VISUAL_INPUTS  # noqa: E402
 from epg.cpsp.config import SUPERVISIONS  # noqa: E402
 from epg.learning import learning_diagnostics  # noqa: E402
-from epg.metrics import balanced_accuracy  # noqa: E402
+from epg.metrics import balanced_accuracy, roc_auc  # noqa: E402
 from epg.probe import ProbeConfig, select_features, train_probe  # noqa: E402
 from epg.search import SearchIndex  # noqa: E402
-from pipelines.downstream.anomaly_job import SCORES, AnomalyJobConfig, run_anomaly  # noqa: E402
+from pipelines.downstream.anomaly_job import (  # noqa: E402
+    DEFAULT_ANOMALY_CLASSES,
+    SCORES,
+    AnomalyJobConfig,
+    run_anomaly,
+)
 from pipelines.downstream.heads import CPSPHeadConfig  # noqa: E402
 from pipelines.downstream.labels import LabelTable, align_labels, read_labels  # noqa: E402
 from pipelines.downstream.localize_job import LocalizeJobConfig, run_localize  # noqa: E402
+from pipelines.ingest.clips_dataset import read_stream  # noqa: E402
 from pipelines.ingest.config import IngestConfig  # noqa: E402
 from pipelines.ingest.job import run_ingest  # noqa: E402
 from pipelines.runtime.cluster import start_local_ray  # noqa: E402
@@ -277,6 +284,69 @@ def retrieval(test: Seconds) -> dict[str, float]:
     found = learning_diagnostics(torch.from_numpy(test.emb.v), torch.from_numpy(test.emb.a), codes,
                                  torch.from_numpy(test.emb.t), lam=test.emb.lam)
     return {"recall_at_10": found["recall_at_k"], "recall_chance": found["recall_chance"], "pair_auc": found["pair_auc"]}
+
+
+def class_level_recall_bound(labels: LabelTable, stream: str, seconds: int, k: int = 10, near: int = 2) -> float:
+    """v→a recall@k of an oracle that knows every second's classes and nothing else: the audio of second j
+    ranks for the picture of second i by the overlap (Jaccard) of j's audible classes with i's visible ones
+    (nothing with nothing: 1), ties in random order (the expectation, exact). What a model that recognised
+    every class perfectly, and told two cars apart by nothing, would reach: the recall column's ceiling
+    for class-level features."""
+    frame = labels.frame[labels.frame["stream_id"] == stream]
+    names = sorted(set(frame["label"]))
+    visible, audible = (np.zeros((seconds, len(names)), bool) for _ in range(2))
+    for t, label, heard, seen in frame[["t", "label", "audible", "visible"]].itertuples(index=False):
+        if 0 <= int(t) < seconds:
+            visible[int(t), names.index(label)] |= bool(seen)
+            audible[int(t), names.index(label)] |= bool(heard)
+    both = visible.astype(np.float32) @ audible.T.astype(np.float32)
+    either = visible.sum(1)[:, None] + audible.sum(1)[None, :] - both
+    score = np.where(either > 0, both / np.maximum(either, 1), 1.0)
+    t = np.arange(seconds)
+    total = 0.0
+    for i in range(seconds):
+        hit = np.abs(t - i) <= near
+        cut = np.sort(score[i])[-k]  # the k-th best score: all above it are in the top k, ties at it drawn
+        above, tied = score[i] > cut, score[i] == cut
+        if hit[above].any():
+            total += 1.0
+            continue
+        m, h, draws = int(tied.sum()), int(hit[tied].sum()), k - int(above.sum())
+        total += 1.0 - float(np.prod([(m - h - d) / (m - d) for d in range(draws)]))
+    return total / seconds
+
+
+KNN_K = next(f.default for f in fields(AnomalyJobConfig) if f.name == "knn_k")
+
+
+def anomaly_baselines(data: dict[str, Path], seconds: int) -> dict[str, float]:
+    """Anomaly ROC-AUC on B's views that needs no model, beside the learned scores: ``spectrum``, kNN
+    novelty of each second's log-mel spectrum (the mean over time per mel band, standardised on A) against
+    A's train view, k as the anomaly job's; and the ceilings set by the labels: a detector perfect on the
+    seconds where an anomaly is heard and blind elsewhere (``audio_ceiling``), or perfect where one is seen."""
+    labels = read_labels(str(data["labels"]))
+    n_mels = IngestConfig().logmel.n_mels
+
+    def spectra(root: Path, stream: str) -> tuple[np.ndarray, np.ndarray]:
+        table = read_stream(str(root), stream, columns=["t", "logmel"])
+        logmel = np.stack([np.asarray(m, np.float32).reshape(n_mels, -1).mean(axis=1)
+                           for m in table["logmel"].to_numpy(zero_copy_only=False)])
+        return np.asarray(table["t"].to_pylist(), np.int64), logmel
+
+    ref_t, ref = spectra(data["A"], "train")
+    centre, scale = ref.mean(axis=0), ref.std(axis=0) + 1e-6
+    scores, truth, heard, seen = [], [], [], []
+    for view in VIEWS:
+        t, x = spectra(data["B"], view)
+        scores.append(knn_novelty((x - centre) / scale, np.full(len(t), view, object), t, (ref - centre) / scale,
+                                  np.full(len(ref_t), "train", object), ref_t, k=KNN_K, lam=1.0))
+        frame = labels.frame[(labels.frame["stream_id"] == view) & labels.frame["label"].isin(DEFAULT_ANOMALY_CLASSES)]
+        for out, rows in ((truth, frame), (heard, frame[frame["audible"]]), (seen, frame[frame["visible"]])):
+            out.append(np.isin(t, rows["t"].astype(int).to_numpy()))
+    truth_all = np.concatenate(truth)
+    return {"spectrum": roc_auc(truth_all, np.concatenate(scores)),
+            "audio_ceiling": roc_auc(truth_all, np.concatenate(heard).astype(float)),
+            "visual_ceiling": roc_auc(truth_all, np.concatenate(seen).astype(float))}
 
 
 def embed(checkpoint: Path, embeddings: Path, data: dict[str, Path]) -> None:
@@ -493,6 +563,13 @@ def main(argv: list[str] | None = None) -> None:
                f"1/classes):\n")
         report(table(by_method, args.scores, view))
         report("\n" + references(by_method, view))
+        bound = class_level_recall_bound(read_labels(str(data["labels"])), view, int(round(args.eval_minutes * 60)))
+        report(f"Class-level ceiling of v→a recall@10 ({view}): {bound:.3f} (an oracle that ranks audio seconds by "
+               f"how far their audible classes match the query second's visible ones, and nothing else).")
+    found = anomaly_baselines(data, int(round(args.eval_minutes * 60)))
+    report(f"\nAnomaly ROC-AUC without a model (both views): log-mel spectrum kNN novelty {found['spectrum']:.3f}; "
+           f"ceilings from the labels: a detector perfect where an anomaly is heard and blind elsewhere "
+           f"{found['audio_ceiling']:.3f}, perfect where one is seen {found['visual_ceiling']:.3f}.")
     if any("localization" in results[0] for results in by_method.values()):
         for view in reversed(VIEWS):
             report(f"\nLocalization, {view} view: accuracy per second (the predicted class is present in the second; "
