@@ -53,7 +53,7 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -316,10 +316,7 @@ def class_level_recall_bound(labels: LabelTable, stream: str, seconds: int, k: i
     return total / seconds
 
 
-KNN_K = next(f.default for f in fields(AnomalyJobConfig) if f.name == "knn_k")
-
-
-def anomaly_baselines(data: dict[str, Path], seconds: int) -> dict[str, float]:
+def anomaly_baselines(data: dict[str, Path]) -> dict[str, float]:
     """Anomaly ROC-AUC on B's views that needs no model, beside the learned scores: ``spectrum``, kNN
     novelty of each second's log-mel spectrum (the mean over time per mel band, standardised on A) against
     A's train view, k as the anomaly job's; and the ceilings set by the labels: a detector perfect on the
@@ -339,7 +336,7 @@ def anomaly_baselines(data: dict[str, Path], seconds: int) -> dict[str, float]:
     for view in VIEWS:
         t, x = spectra(data["B"], view)
         scores.append(knn_novelty((x - centre) / scale, np.full(len(t), view, object), t, (ref - centre) / scale,
-                                  np.full(len(ref_t), "train", object), ref_t, k=KNN_K, lam=1.0))
+                                  np.full(len(ref_t), "train", object), ref_t, k=AnomalyJobConfig.default_of("knn_k"), lam=1.0))
         frame = labels.frame[(labels.frame["stream_id"] == view) & labels.frame["label"].isin(DEFAULT_ANOMALY_CLASSES)]
         for out, rows in ((truth, frame), (heard, frame[frame["audible"]]), (seen, frame[frame["visible"]])):
             out.append(np.isin(t, rows["t"].astype(int).to_numpy()))
@@ -566,7 +563,7 @@ def main(argv: list[str] | None = None) -> None:
         bound = class_level_recall_bound(read_labels(str(data["labels"])), view, int(round(args.eval_minutes * 60)))
         report(f"Class-level ceiling of v→a recall@10 ({view}): {bound:.3f} (an oracle that ranks audio seconds by "
                f"how far their audible classes match the query second's visible ones, and nothing else).")
-    found = anomaly_baselines(data, int(round(args.eval_minutes * 60)))
+    found = anomaly_baselines(data)
     report(f"\nAnomaly ROC-AUC without a model (both views): log-mel spectrum kNN novelty {found['spectrum']:.3f}; "
            f"ceilings from the labels: a detector perfect where an anomaly is heard and blind elsewhere "
            f"{found['audio_ceiling']:.3f}, perfect where one is seen {found['visual_ceiling']:.3f}.")
