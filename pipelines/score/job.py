@@ -180,7 +180,11 @@ def _embed(checkpoint: str, output: str, clips: str | None, videos: list[str] | 
         else:
             assert ingest is not None
             pending = inspect_videos(pending, publisher, ingest, show_progress)
-            dataset = videos_dataset(window_items(pending, ingest), ingest, shape, settings.jpeg_round_trip)
+            windows = window_items(pending, ingest)
+            # No more actors than windows: an idle actor still builds its model and decode process, and Ray
+            # Data warns that the pool cannot be used.
+            settings = replace(settings, actors=max(1, min(settings.actors, len(windows))))
+            dataset = videos_dataset(windows, ingest, shape, settings.jpeg_round_trip)
         scoring_began = time.perf_counter()
         score(dataset, pending, scoring, settings, store, publisher, show_progress, per_window=clips is None)
         scoring_seconds = time.perf_counter() - scoring_began

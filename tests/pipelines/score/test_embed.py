@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -214,6 +215,18 @@ def test_videos_score_like_clips_and_a_broken_video_fails_alone(scored, media, r
     assert pattern.info["frame_backend"] == "pyav" and pattern.info["clips_unscored"] == 3
     assert pattern.config["ingest"]["crop_size"] == CROP
     assert not (out / "_staging").exists()
+
+
+def test_a_video_of_one_window_is_scored_by_one_actor_without_a_pool_warning(media, run_dir, ray_local, tmp_path):
+    """Asked for 2 actors, a 6-s video (one window) starts one: the other would build its model and decode
+    process for nothing, and Ray Data would warn (on the user's console) that the pool cannot be used."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = run_embed(str(run_dir), str(tmp_path / "one"), videos=[str(media / "pattern.mp4")],
+                            settings=EmbedConfig(actors=2, cpus_per_actor=1.0), show_progress=False)
+    assert summary.ok and [s.rows for s in summary.streams] == [3], summary.format()  # 3 s of audio
+    pool = [str(w.message) for w in caught if "concurrent actors" in str(w.message)]
+    assert not pool, pool
 
 
 def test_raw_crops_skip_the_jpeg_round_trip_and_stay_close_to_it(scored, media, run_dir, tmp_path):
