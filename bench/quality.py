@@ -316,12 +316,11 @@ def class_level_recall_bound(labels: LabelTable, stream: str, seconds: int, k: i
     return total / seconds
 
 
-def anomaly_baselines(data: dict[str, Path]) -> dict[str, float]:
+def anomaly_baselines(data: dict[str, Path], labels: LabelTable) -> dict[str, float]:
     """Anomaly ROC-AUC on B's views that needs no model, beside the learned scores: ``spectrum``, kNN
     novelty of each second's log-mel spectrum (the mean over time per mel band, standardised on A) against
     A's train view, k as the anomaly job's; and the ceilings set by the labels: a detector perfect on the
     seconds where an anomaly is heard and blind elsewhere (``audio_ceiling``), or perfect where one is seen."""
-    labels = read_labels(str(data["labels"]))
     n_mels = IngestConfig().logmel.n_mels
 
     def spectra(root: Path, stream: str) -> tuple[np.ndarray, np.ndarray]:
@@ -555,15 +554,16 @@ def main(argv: list[str] | None = None) -> None:
     train_seconds = {m: np.mean([r["train_seconds"] for r in rs]) for m, rs in by_method.items()}
     report = Printed()
     report("\n" + budget)
+    labels = read_labels(str(data["labels"]))
     for view in reversed(VIEWS):
         report(f"\n{view} view (mean ± std over seeds; probes: balanced accuracy, chance 0.5; class: chance "
                f"1/classes):\n")
         report(table(by_method, args.scores, view))
         report("\n" + references(by_method, view))
-        bound = class_level_recall_bound(read_labels(str(data["labels"])), view, int(round(args.eval_minutes * 60)))
+        bound = class_level_recall_bound(labels, view, int(round(args.eval_minutes * 60)))
         report(f"Class-level ceiling of v→a recall@10 ({view}): {bound:.3f} (an oracle that ranks audio seconds by "
                f"how far their audible classes match the query second's visible ones, and nothing else).")
-    found = anomaly_baselines(data)
+    found = anomaly_baselines(data, labels)
     report(f"\nAnomaly ROC-AUC without a model (both views): log-mel spectrum kNN novelty {found['spectrum']:.3f}; "
            f"ceilings from the labels: a detector perfect where an anomaly is heard and blind elsewhere "
            f"{found['audio_ceiling']:.3f}, perfect where one is seen {found['visual_ceiling']:.3f}.")
