@@ -81,3 +81,15 @@ def mel_bin_of_frequency(frequency_hz: float, config: LogMelConfig = LogMelConfi
     fmax = config.fmax if config.fmax is not None else config.sample_rate / 2
     centres = librosa.mel_frequencies(n_mels=config.n_mels + 2, fmin=config.fmin, fmax=fmax)[1:-1]
     return int(np.argmin(np.abs(centres - frequency_hz)))
+
+
+def spectrum(logmel: np.ndarray) -> np.ndarray:
+    """A second's spectrum: its log-mel [..., n_mels, T] averaged over time → float32 [..., n_mels] (dB).
+
+    Scoring stores it beside the learned embeddings, so the anomaly job can measure how novel a
+    second sounds without a model (``knn_spectrum``), in batch and live alike.
+    """
+    logmel = np.asarray(logmel, dtype=np.float32)
+    if logmel.ndim < 2:
+        raise ValueError(f"spectrum expects log-mel [..., n_mels, T], got shape {logmel.shape}")
+    return logmel.mean(axis=-1, dtype=np.float32)

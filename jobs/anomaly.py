@@ -29,7 +29,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--streams", nargs="+", default=[], metavar="STREAM", help="streams to score (default: all)")
     p.add_argument("--sigma", type=float, default=d("sigma"), help="threshold = mean + sigma * std of the reference scores")
     p.add_argument("--score", choices=SCORES, default=d("score"),
-                   help="av_dist: D(v, a); knn_visual/knn_audio: distance to the nearest reference seconds; fusion: both")
+                   help="av_dist: D(v, a); knn_visual/knn_audio/knn_spectrum: distance to the nearest reference seconds "
+                        "in the picture's or sound's embedding or the sound's spectrum; fusion: visual and audio; "
+                        "fusion_visual_spectrum: visual and spectrum")
     p.add_argument("--knn-k", type=int, default=d("knn_k"), help="neighbours of the kNN scores")
     p.add_argument("--knn-exclusion", type=int, default=d("knn_exclusion"),
                    help="seconds of a query's own stream that are not its neighbours")

@@ -5,7 +5,7 @@
 a §3.1 clips stream with JPEG frames and log-mels that identify (stream, t);
 ``make_scene`` builds three views of one labelled timeline whose embeddings carry the
 classes the way a good model would (visible classes in v, audible ones in a, anomalies
-as v and a pointing apart).
+as v and a pointing apart), and whose spectra carry each audible class as a shape of its own.
 """
 
 from __future__ import annotations
@@ -36,12 +36,15 @@ def av_distance(v: np.ndarray, a: np.ndarray, lam: float) -> np.ndarray:
 
 
 def write_embeddings(root: Path | str, streams: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
-                     model_id: str = MODEL_ID, lam: float = 0.5) -> None:
-    """streams: stream_id → (t [N], v [N, d], a [N, d]); av_dist = D(v, a) with ``lam``."""
+                     model_id: str = MODEL_ID, lam: float = 0.5, spectra: dict[str, np.ndarray] | None = None) -> None:
+    """streams: stream_id → (t [N], v [N, d], a [N, d]); av_dist = D(v, a) with ``lam``; ``spectra``: stream_id →
+    spectrum [N, n_mels] (default: zeros of 4 bands)."""
     store = OutputStore(str(root))
     for stream_id, (t, v, a) in streams.items():
-        table = embeddings_table(stream_id, t, v, a, av_distance(v, a, lam), model_id, lam)
-        store.write_parquet(f"{stream_dir(store, stream_id)}/{PART}", [table], embeddings_schema(v.shape[1], model_id, lam), "zstd")
+        spectrum = (spectra or {}).get(stream_id, np.zeros((len(t), 4), np.float32))
+        table = embeddings_table(stream_id, t, v, a, av_distance(v, a, lam), model_id, lam, spectrum)
+        schema = embeddings_schema(v.shape[1], model_id, lam, spectrum.shape[1])
+        store.write_parquet(f"{stream_dir(store, stream_id)}/{PART}", [table], schema, "zstd")
         StreamManifest(stream_id=stream_id, source=f"clips/{stream_id}", status=STATUS_COMPLETE, config_hash="test",
                        config={"model": model_id, "lam": lam}, rows=len(t), files=[PART]).save(store)
 
@@ -91,6 +94,7 @@ SCENE_CLASSES: dict[str, tuple[bool, bool, list[tuple[int, int]]]] = {
 }
 VIEWS = ("train", "similar", "challenging")
 NOISE = {"train": 0.08, "similar": 0.08, "challenging": 0.15}
+SPECTRUM_BANDS = 8
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,7 @@ def make_scene(directory: Path, seconds: int = 360, dim: int = 32, seed: int = 0
         prototypes[name] = 2.0 * p / np.linalg.norm(p)
     camera_shift = rng.normal(size=dim)
     camera_shift *= 0.5 / np.linalg.norm(camera_shift)
+    sounds = {name: 6.0 * rng.normal(size=SPECTRUM_BANDS) for name in SCENE_CLASSES}  # dB per band
 
     t = np.arange(seconds)
     audible = {c: np.zeros(seconds, bool) for c in SCENE_CLASSES}
@@ -121,7 +126,7 @@ def make_scene(directory: Path, seconds: int = 360, dim: int = 32, seed: int = 0
             audible[name][lo:hi] = is_audible
             visible[name][lo:hi] = is_visible
 
-    streams = {}
+    streams, spectra = {}, {}
     label_rows: dict[str, list] = {"stream_id": [], "t": [], "label": [], "audible": [], "visible": []}
     for view in VIEWS:
         v = np.tile(base, (seconds, 1)) + rng.normal(scale=NOISE[view], size=(seconds, dim))
@@ -134,6 +139,10 @@ def make_scene(directory: Path, seconds: int = 360, dim: int = 32, seed: int = 0
         if view == "challenging":
             v += camera_shift
         streams[view] = (t, v.astype(np.float32), a.astype(np.float32))
+        spectrum = -40.0 + rng.normal(scale=0.5, size=(seconds, SPECTRUM_BANDS))
+        for name in SCENE_CLASSES:
+            spectrum += audible[name][:, None] * sounds[name]
+        spectra[view] = spectrum.astype(np.float32)
         for name in SCENE_CLASSES:
             for s in np.flatnonzero(audible[name] | visible[name]):
                 label_rows["stream_id"].append(view)
@@ -142,7 +151,7 @@ def make_scene(directory: Path, seconds: int = 360, dim: int = 32, seed: int = 0
                 label_rows["audible"].append(bool(audible[name][s]))
                 label_rows["visible"].append(bool(visible[name][s]))
     root = directory / "embeddings"
-    write_embeddings(root, streams, lam=lam)
+    write_embeddings(root, streams, lam=lam, spectra=spectra)
     labels = directory / "labels.parquet"
     pq.write_table(pa.table({**label_rows, "t": pa.array(label_rows["t"], pa.int32())}), labels)
     return Scene(embeddings=root, labels=labels, seconds=seconds, dim=dim)

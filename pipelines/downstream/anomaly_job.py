@@ -15,12 +15,16 @@ Output directory:
 
 Decisions (where the design is silent):
 - ``score``: ``av_dist`` (the paper's; the embeddings' D(v, a) with the model's λ, not
-  recomputed), ``knn_visual`` / ``knn_audio`` (``knn_audio`` is the default, the quality
-  benchmark's best; ``epg.anomaly.knn_novelty``: the mean distance to
+  recomputed); kNN novelty of one feature (``epg.anomaly.knn_novelty``: the mean distance to
   the ``knn_k`` nearest reference seconds, leaving out the query's own stream within
-  ±``knn_exclusion`` s, also for the reference seconds that fit the threshold), or ``fusion``
-  (the mean of the two modalities' novelty z-scores on the reference). The threshold is fitted
-  on the reference seconds' values of the chosen score.
+  ±``knn_exclusion`` s, also for the reference seconds that fit the threshold): ``knn_visual``,
+  ``knn_audio`` (the learned embeddings, D with the model's λ) or ``knn_spectrum`` (the
+  second's log-mel spectrum that scoring stores, each mel band standardised on the reference,
+  Euclidean; no model in it); or a fusion, the mean of several novelties' z-scores on the
+  reference: ``fusion`` (visual and audio) and ``fusion_visual_spectrum`` (the learned visual
+  novelty with the spectrum's, so a second can be novel to the eye or to the ear). The default
+  is the quality benchmark's best (bench/RESULTS.md). The threshold is fitted on the reference
+  seconds' values of the chosen score.
 - ``clips`` with labels adds a loudness baseline (the mean log-mel of each second) to the
   summary, so a detector that only hears loud seconds is not mistaken for a learned one.
 - Streams scored (``streams``): all streams of the embeddings when not given, the
@@ -57,7 +61,11 @@ from pipelines.downstream.plots import anomaly_timeline_png
 from pipelines.score.embeddings import Embeddings, read_embeddings
 
 TIMELINE_PREFIX = "timeline-"
-SCORES: tuple[str, ...] = ("av_dist", "knn_visual", "knn_audio", "fusion")
+SCORES: tuple[str, ...] = ("av_dist", "knn_visual", "knn_audio", "knn_spectrum", "fusion", "fusion_visual_spectrum")
+# The features whose kNN novelty each score uses (v, a: the learned embeddings; s: the stored spectrum);
+# a score of several is the mean of their z-scores.
+NOVELTY_FEATURES: dict[str, str] = {"knn_visual": "v", "knn_audio": "a", "knn_spectrum": "s", "fusion": "va",
+                                    "fusion_visual_spectrum": "vs"}
 # Classes that count as anomalies when labels are given (the synthetic footage's: glass, scream, speeding car).
 DEFAULT_ANOMALY_CLASSES: tuple[str, ...] = ("glass_break", "scream", "speeding_car")
 
@@ -122,27 +130,47 @@ class FittedScore:
     lam: float
     reference_scores: np.ndarray
     threshold: Threshold
-    # kNN scores, per modality used: (mean, std, max) of the reference seconds' novelty (fusion's z-scores;
+    # kNN scores, per feature used: (mean, std, max) of the reference seconds' novelty (a fusion's z-scores;
     # the max stands in for a second with no eligible reference neighbour)
     novelty_stats: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    # knn_spectrum and fusion_visual_spectrum: the reference's per-band mean and std of the spectrum
+    spectrum_scale: tuple[np.ndarray, np.ndarray] | None = None
 
     def score(self, selected: Embeddings) -> np.ndarray:
         """Scores of ``selected``'s seconds."""
         if self.config.score == "av_dist":
             return selected.av_dist.astype(np.float64)
         novelty = {}
-        for modality, (mean, std, most) in self.novelty_stats.items():
-            found = _novelty(self.config, self.reference, selected, modality, self.lam)
-            novelty[modality] = np.nan_to_num(found, nan=most)
-        if self.config.score != "fusion":
+        for feature, (mean, std, most) in self.novelty_stats.items():
+            found = _novelty(self.config, self.reference, selected, feature, self.lam, self.spectrum_scale)
+            novelty[feature] = np.nan_to_num(found, nan=most)
+        if len(novelty) == 1:
             return novelty[next(iter(novelty))]
         return np.mean([(novelty[m] - mean) / (std if std > 0 else 1.0)
                         for m, (mean, std, _) in self.novelty_stats.items()], axis=0)
 
 
-def _novelty(config: AnomalyJobConfig, reference: Embeddings, rows: Embeddings, modality: str, lam: float) -> np.ndarray:
-    return knn_novelty(getattr(rows, modality), rows.stream_id, rows.t, getattr(reference, modality),
-                       reference.stream_id, reference.t, k=config.knn_k, exclusion=config.knn_exclusion, lam=lam)
+def check_features(config: AnomalyJobConfig, emb: Embeddings) -> None:
+    """``DownstreamError`` when ``config.score`` needs the spectrum and the embeddings predate it."""
+    if "s" in NOVELTY_FEATURES.get(config.score, "") and emb.spectrum is None:
+        raise DownstreamError(f"score {config.score}: embeddings {config.embeddings!r} have no spectrum column (some "
+                              "streams were scored before scoring stored it); score the clips again with jobs/embed.py, "
+                              "or choose a --score without spectrum")
+
+
+def _features(rows: Embeddings, feature: str, spectrum_scale: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    if feature != "s":
+        return getattr(rows, feature)
+    centre, scale = spectrum_scale
+    return (rows.spectrum - centre) / scale
+
+
+def _novelty(config: AnomalyJobConfig, reference: Embeddings, rows: Embeddings, feature: str, lam: float,
+             spectrum_scale: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """kNN novelty of ``rows`` against the reference in one feature (the spectrum's distance is Euclidean)."""
+    return knn_novelty(_features(rows, feature, spectrum_scale), rows.stream_id, rows.t,
+                       _features(reference, feature, spectrum_scale), reference.stream_id, reference.t,
+                       k=config.knn_k, exclusion=config.knn_exclusion, lam=1.0 if feature == "s" else lam)
 
 
 def fit_score(config: AnomalyJobConfig, reference: Embeddings, lam: float) -> FittedScore:
@@ -150,17 +178,21 @@ def fit_score(config: AnomalyJobConfig, reference: Embeddings, lam: float) -> Fi
     if config.score == "av_dist":
         scores = reference.av_dist.astype(np.float64)
         return FittedScore(config, reference, lam, scores, fit_threshold(scores, config.sigma))
-    modalities = {"knn_visual": "v", "knn_audio": "a", "fusion": "va"}[config.score]
+    check_features(config, reference)
+    features = NOVELTY_FEATURES[config.score]
+    spectrum_scale = None
+    if "s" in features:
+        spectrum_scale = (reference.spectrum.mean(axis=0), reference.spectrum.std(axis=0) + 1e-6)
     novelties = []
-    for modality in modalities:
-        found = _novelty(config, reference, reference, modality, lam)
+    for feature in features:
+        found = _novelty(config, reference, reference, feature, lam, spectrum_scale)
         if not np.isfinite(found).all():
             raise DownstreamError(f"score {config.score}: some reference seconds have no reference neighbour outside "
                                   f"±{config.knn_exclusion} s; give more reference footage or a smaller --knn-exclusion")
         novelties.append(found)
-    stats = {m: (float(n.mean()), float(n.std()), float(n.max())) for m, n in zip(modalities, novelties)}
-    scores = fuse(novelties, np.ones(len(reference), bool)) if config.score == "fusion" else novelties[0]
-    return FittedScore(config, reference, lam, scores, fit_threshold(scores, config.sigma), stats)
+    stats = {m: (float(n.mean()), float(n.std()), float(n.max())) for m, n in zip(features, novelties)}
+    scores = fuse(novelties, np.ones(len(reference), bool)) if len(features) > 1 else novelties[0]
+    return FittedScore(config, reference, lam, scores, fit_threshold(scores, config.sigma), stats, spectrum_scale)
 
 
 def _loudness(clips: str, selected: Embeddings) -> np.ndarray:
@@ -241,6 +273,7 @@ def run_anomaly(config: AnomalyJobConfig) -> AnomalyResult:
     for damaged in emb.skipped:
         print(f"anomaly: left out (--skip-bad-shards): {damaged}", file=sys.stderr)
     _check_streams(emb, config.reference, "reference", config.embeddings)
+    check_features(config, emb)
     streams = config.streams or tuple(emb.streams)
     _check_streams(emb, streams, "scored", config.embeddings)
     labels_table = read_labels(config.labels) if config.labels else None

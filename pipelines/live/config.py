@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from epg.configs import Config
-from pipelines.downstream.anomaly_job import SCORES
+from pipelines.downstream.anomaly_job import SCORES, AnomalyJobConfig
 
 SOURCE_KINDS = ("hls", "rtsp", "dir")
 GENERIC_NAMES = {"index", "live", "playlist", "stream", "master", "chunklist", "prog_index", "mono", "main"}
@@ -86,10 +86,11 @@ class WatchConfig(Config):
     reference: str | None = None  # embeddings root of normal footage: the anomaly threshold is fitted on it
     alerts: str | None = None  # JSON lines file of alerts
     webhook: str | None = None  # each alert line is also POSTed here
-    score: str = "knn_audio"  # as jobs/anomaly.py
-    sigma: float = 2.0
-    knn_k: int = 10
-    knn_exclusion: int = 60
+    # the anomaly score and its threshold, with jobs/anomaly.py's defaults
+    score: str = AnomalyJobConfig.default_of("score")
+    sigma: float = AnomalyJobConfig.default_of("sigma")
+    knn_k: int = AnomalyJobConfig.default_of("knn_k")
+    knn_exclusion: int = AnomalyJobConfig.default_of("knn_exclusion")
     poll_seconds: float = 1.0  # how often a playlist or directory is looked at
     shard_seconds: int = 600  # small per-segment shards are merged into one file per this many seconds
     commit_margin: float = 0.5  # a second is cut once the source covers it and this much beyond

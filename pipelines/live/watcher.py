@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from epg.features import spectrum
 from pipelines.downstream.anomaly_job import AnomalyJobConfig, FittedScore, fit_score
 from pipelines.ingest.clip_table import clips_schema
 from pipelines.ingest.config import IngestConfig
@@ -179,7 +180,8 @@ class StreamWatcher:
         record = {**model_record(self.scoring), "input": "live", "clips_config_hash": self.ingest.output_hash()}
         return LiveAppender(self.config.embeddings or default_embeddings(self.config.clips), self.stream_id,
                             redacted(self.source), short_hash(record), record,
-                            embeddings_schema(self.scoring.dim, self.scoring.model_id, self.scoring.lam), "zstd",
+                            embeddings_schema(self.scoring.dim, self.scoring.model_id, self.scoring.lam,
+                                              self.scoring.n_mels), "zstd",
                             self.config.shard_seconds)
 
     def _fit_reference(self) -> FittedScore:
@@ -508,13 +510,14 @@ class StreamWatcher:
         keep = (rows["t"] >= 0) & (rows["error"] == "")
         t = rows["t"][keep].astype(np.int64)
         v, a, d = self.embedder.embed(rows["video"][keep], rows["audio"][keep])
+        s = spectrum(rows["audio"][keep][:, 0])
         after = self.embeddings.committed_until
         fresh = t >= after
-        t, v, a, d = t[fresh], v[fresh], a[fresh], d[fresh]
-        self._pending_embeddings = embeddings_table(self.stream_id, t, v, a, d, self.scoring.model_id, self.scoring.lam)
+        t, v, a, d, s = t[fresh], v[fresh], a[fresh], d[fresh], s[fresh]
+        self._pending_embeddings = embeddings_table(self.stream_id, t, v, a, d, self.scoring.model_id, self.scoring.lam, s)
         if self.fitted is not None and len(t):
             emb = Embeddings(np.full(len(t), self.stream_id, dtype=object), t, v, a, d, self.scoring.model_id,
-                             self.scoring.lam)
+                             self.scoring.lam, spectrum=s)
             scores = self.fitted.score(emb)
             lines = self.tracker.update(t.tolist(), scores.tolist(), self._wall)
             if send:

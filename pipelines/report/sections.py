@@ -192,7 +192,10 @@ SCORE_MEANING = {
     "av_dist": "D(v, a): how badly its picture and its sound agree",
     "knn_visual": "how far its picture is from the nearest seconds of the reference camera",
     "knn_audio": "how far its sound is from the nearest seconds of the reference footage",
+    "knn_spectrum": "how far its sound's spectrum is from the nearest seconds of the reference footage (no model)",
     "fusion": "how far its picture and its sound are from the nearest reference seconds (z-scores, averaged)",
+    "fusion_visual_spectrum": "how far its picture and its sound's spectrum are from the nearest reference seconds "
+                              "(z-scores, averaged)",
 }
 
 

@@ -10,7 +10,8 @@ from pipelines.ingest.config import FRAME_BACKENDS, FRAME_SKIP_MODES
 
 CONFIG_FILE = "_embed_config.json"
 # How rows are made; part of every stream's config hash (a change re-scores).
-SCORING = {"version": 1, "v_emb": "mean of the two crops' f_v", "a_emb": "f_a", "av_dist": "D(v, a) with the run's lambda",
+SCORING = {"version": 2, "v_emb": "mean of the two crops' f_v", "a_emb": "f_a", "av_dist": "D(v, a) with the run's lambda",
+           "spectrum": "the log-mel's mean over time",
            "rows": "clips with audio and video", "precision": "fp32", "mode": "eval"}
 
 

@@ -6,7 +6,9 @@ Layout, like the clips (one directory per stream, a manifest that says when it i
     <root>/stream_id=<id>/manifest.json            pipelines.runtime.manifest.StreamManifest
 
 Columns: stream_id, t, v_emb (mean of the two crops' visual embeddings), a_emb,
-av_dist = D(v, a) with the run's λ, model (checkpoint id). The schema metadata
+av_dist = D(v, a) with the run's λ, model (checkpoint id), and spectrum (the clip's
+log-mel averaged over time, ``epg.features.spectrum``: a fixed feature, not learned, for
+the anomaly job's ``knn_spectrum``; embeddings written before it have none). The schema metadata
 records d, λ and the checkpoint id, so a task that compares embeddings uses the
 same D as the model was trained with.
 
@@ -31,7 +33,7 @@ class EmbeddingsError(ValueError):
     """The embeddings directory cannot be used; the message names it and says why."""
 
 
-def embeddings_schema(dim: int, model_id: str, lam: float) -> pa.Schema:
+def embeddings_schema(dim: int, model_id: str, lam: float, n_mels: int) -> pa.Schema:
     return pa.schema(
         [
             pa.field("stream_id", pa.string(), nullable=False),
@@ -40,17 +42,20 @@ def embeddings_schema(dim: int, model_id: str, lam: float) -> pa.Schema:
             pa.field("a_emb", pa.list_(pa.float32(), dim), nullable=False),
             pa.field("av_dist", pa.float32(), nullable=False),
             pa.field("model", pa.string(), nullable=False),
+            pa.field("spectrum", pa.list_(pa.float32(), n_mels), nullable=False),
         ],
         metadata={"dim": str(dim), "model": model_id, "lam": repr(float(lam))},
     )
 
 
 def embeddings_table(
-    stream_id: str, t: np.ndarray, v: np.ndarray, a: np.ndarray, av_dist: np.ndarray, model_id: str, lam: float
+    stream_id: str, t: np.ndarray, v: np.ndarray, a: np.ndarray, av_dist: np.ndarray, model_id: str, lam: float,
+    spectrum: np.ndarray,
 ) -> pa.Table:
-    """One stream's rows as a table of the §3.2 schema (rows kept in the given order)."""
+    """One stream's rows as a table of the §3.2 schema (rows kept in the given order); spectrum [N, n_mels]."""
     n, dim = v.shape
-    schema = embeddings_schema(dim, model_id, lam)
+    n_mels = spectrum.shape[1]
+    schema = embeddings_schema(dim, model_id, lam, n_mels)
     return pa.table(
         {
             "stream_id": pa.array([stream_id] * n, pa.string()),
@@ -59,6 +64,7 @@ def embeddings_table(
             "a_emb": pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(a, np.float32).reshape(-1)), dim),
             "av_dist": pa.array(np.asarray(av_dist, np.float32)),
             "model": pa.array([model_id] * n, pa.string()),
+            "spectrum": pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(spectrum, np.float32).reshape(-1)), n_mels),
         },
         schema=schema,
     )
@@ -68,7 +74,8 @@ def embeddings_table(
 class Embeddings:
     """Embeddings of one or more streams in memory, rows ordered by (stream_id, t).
 
-    stream_id: str [N]; t: int64 [N]; v, a: float32 [N, d]; av_dist: float32 [N].
+    stream_id: str [N]; t: int64 [N]; v, a: float32 [N, d]; av_dist: float32 [N];
+    spectrum: float32 [N, n_mels], or None for embeddings written before scoring stored it.
     """
 
     stream_id: np.ndarray
@@ -79,6 +86,7 @@ class Embeddings:
     model: str
     lam: float
     skipped: list[str] = field(default_factory=list)  # damaged manifests and files left out (skip_bad_shards)
+    spectrum: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.t)
@@ -89,7 +97,7 @@ class Embeddings:
 
     def select(self, mask: np.ndarray) -> "Embeddings":
         return Embeddings(self.stream_id[mask], self.t[mask], self.v[mask], self.a[mask], self.av_dist[mask], self.model, self.lam,
-                          self.skipped)
+                          self.skipped, None if self.spectrum is None else self.spectrum[mask])
 
     def of_streams(self, stream_ids: list[str] | tuple[str, ...]) -> "Embeddings":
         return self.select(np.isin(self.stream_id, list(stream_ids)))
@@ -137,8 +145,14 @@ def read_embeddings(root: str, stream_ids: list[str] | None = None, skip_bad_sha
     lams = {(t.schema.metadata or {}).get(b"lam", b"0.5").decode() for t in tables}
     if len(models) > 1 or len(lams) > 1:
         raise EmbeddingsError(f"embeddings directory {root!r} mixes models {sorted(models)}; score it again with one checkpoint")
+    if not all("spectrum" in t.column_names for t in tables):  # some streams were scored before the spectrum
+        tables = [t.drop_columns(["spectrum"]) if "spectrum" in t.column_names else t for t in tables]
     table = pa.concat_tables(tables).sort_by([("stream_id", "ascending"), ("t", "ascending")])
     dim = table.schema.field("v_emb").type.list_size
+    spectrum = None
+    if "spectrum" in table.column_names:
+        n_mels = table.schema.field("spectrum").type.list_size
+        spectrum = table.column("spectrum").combine_chunks().flatten().to_numpy().reshape(-1, n_mels).astype(np.float32, copy=False)
     return Embeddings(
         stream_id=np.asarray(table.column("stream_id").to_pylist(), dtype=object),
         t=table.column("t").to_numpy().astype(np.int64),
@@ -148,4 +162,5 @@ def read_embeddings(root: str, stream_ids: list[str] | None = None, skip_bad_sha
         model=models.pop(),
         lam=float(lams.pop()),
         skipped=list(skipped or []),
+        spectrum=spectrum,
     )

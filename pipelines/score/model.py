@@ -4,7 +4,7 @@
     ClipEmbedder                a Ray Data callable class (one model per actor) that is also
                                 called in-process (``embed_video_file``), so both paths share
                                 every number: v = mean over the two crops of f_v, a = f_a,
-                                av_dist = D(v, a) with the run's λ.
+                                av_dist = D(v, a) with the run's λ, and the clip's spectrum.
 
 Decisions (where the design is silent):
 - ``--checkpoint`` is a checkpoint directory (model.pt + config.json, as pretraining writes
@@ -33,6 +33,7 @@ import torch
 from epg.config import ModelConfig
 from epg.distance import distance
 from epg.encoders import AVEncoders, build_encoders
+from epg.features import spectrum
 from pipelines.score.config import EmbedError
 from pipelines.train.checkpoint import CONFIG_FILE, MODEL_FILE, RAY_TRAIN_SNAPSHOT, load_model, registered_checkpoints
 
@@ -111,6 +112,10 @@ class ScoringModel:
     def dim(self) -> int:
         return self.model_config.visual.embed_dim
 
+    @property
+    def n_mels(self) -> int:
+        return self.model_config.audio.n_mels
+
     @classmethod
     def load(cls, checkpoint: str) -> "ScoringModel":
         path = resolve_checkpoint(checkpoint)
@@ -134,7 +139,8 @@ class ClipEmbedder:
     In: ``video`` uint8 [n, 2, 3, F, H, W] (crop 0, crop 1), ``audio`` float32 [n, 1, n_mels, T],
     ``t`` int32 [n] (rows with t < 0 or a non-empty ``error`` carry no clip and get zeros);
     every other column is passed through. Out: the same rows with ``v_emb``, ``a_emb``
-    float32 [n, d] and ``av_dist`` float32 [n] instead of video and audio.
+    float32 [n, d], ``av_dist`` float32 [n] and ``spectrum`` float32 [n, n_mels] (the log-mel's mean
+    over time) instead of video and audio.
     A failure of the model becomes the rows' ``error`` (the stream fails, the job goes on).
     """
 
@@ -195,10 +201,11 @@ class ClipEmbedder:
         v = np.zeros((n, self.dim), np.float32)
         a = np.zeros((n, self.dim), np.float32)
         d = np.zeros(n, np.float32)
+        spectra = spectrum(np.asarray(batch["audio"])[:, 0])
         if scored.any():
             try:
                 v[scored], a[scored], d[scored] = self.embed(batch["video"][scored], batch["audio"][scored])
             except Exception as exc:  # e.g. out of GPU memory: these clips' streams fail, with the reason
                 error[scored] = f"scoring failed: {type(exc).__name__}: {exc}"
-        out.update(v_emb=v, a_emb=a, av_dist=d, error=error)
+        out.update(v_emb=v, a_emb=a, av_dist=d, spectrum=spectra, error=error)
         return out

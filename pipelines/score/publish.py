@@ -33,7 +33,7 @@ class StreamRun:
         self.errors: list[str] = []
         self.windows: list[WindowResult] = []
         self.parts: list[str] = []
-        self.buffer: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.buffer: list[tuple[np.ndarray, ...]] = []  # (t, v, a, av_dist, spectrum) per batch
         self.buffered = 0
         self.last_t = -1
         self.finished = False
@@ -59,20 +59,21 @@ class StreamRun:
             self.errors.append(f"{self.plan.source}: rows arrived out of time order (t {int(t[0])} after {self.last_t})")
             return
         self.last_t = int(t[-1])
-        self.buffer.append((t, rows["v_emb"][scored], rows["a_emb"][scored], rows["av_dist"][scored]))
+        self.buffer.append((t, rows["v_emb"][scored], rows["a_emb"][scored], rows["av_dist"][scored],
+                            rows["spectrum"][scored]))
         self.buffered += t.size
         while self.buffered >= self.settings.rows_per_file:
             self._write_part(self.settings.rows_per_file)
 
     def _write_part(self, n: int) -> None:
-        t, v, a, d = (np.concatenate([b[k] for b in self.buffer]) for k in range(4))
-        rest = (t[n:], v[n:], a[n:], d[n:])
+        t, v, a, d, s = (np.concatenate([b[k] for b in self.buffer]) for k in range(5))
+        rest = (t[n:], v[n:], a[n:], d[n:], s[n:])
         self.buffer = [rest] if rest[0].size else []
         self.buffered = rest[0].size
         scoring = self.scoring
-        table = embeddings_table(self.plan.stream_id, t[:n], v[:n], a[:n], d[:n], scoring.model_id, scoring.lam)
+        table = embeddings_table(self.plan.stream_id, t[:n], v[:n], a[:n], d[:n], scoring.model_id, scoring.lam, s[:n])
         path = f"{self.staging}/part-{len(self.parts):05d}.parquet"
-        schema = embeddings_schema(scoring.dim, scoring.model_id, scoring.lam)
+        schema = embeddings_schema(scoring.dim, scoring.model_id, scoring.lam, scoring.n_mels)
         self.rows += self.store.write_parquet(path, [table], schema, self.settings.compression)
         self.parts.append(path)
 

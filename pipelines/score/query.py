@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 
+from epg.features import spectrum
 from pipelines.ingest.window import WindowResult, WindowTask, time_windows, truncation_error
 from pipelines.media.frames import stream_backend
 from pipelines.media.info import MediaError, inspect_video
@@ -44,7 +45,7 @@ def embed_video_file(path: str, checkpoint: str, *, settings: EmbedConfig = Embe
     shape = ClipShape.of_model(scoring.model_config)
     embedder = ClipEmbedder.in_process(scoring, settings.batch_size)
     info_json = json.dumps(info.to_dict())
-    times, vs, as_, ds = [], [], [], []
+    times, vs, as_, ds, spectra = [], [], [], [], []
     windows = []
     for start, seconds in time_windows(info, ingest.window_seconds):
         rows = window_task_rows(WindowTask(source.stream_id, source.uri, start, seconds, "", info_json, backend),
@@ -56,6 +57,7 @@ def embed_video_file(path: str, checkpoint: str, *, settings: EmbedConfig = Embe
         keep = rows["t"] >= 0
         v, a, d = embedder.embed(rows["video"][keep], rows["audio"][keep])
         times.append(rows["t"][keep]), vs.append(v), as_.append(a), ds.append(d)
+        spectra.append(spectrum(rows["audio"][keep][:, 0]))
     truncated = truncation_error(source.uri, info, windows)
     if truncated:
         raise EmbedError(truncated)
@@ -65,4 +67,5 @@ def embed_video_file(path: str, checkpoint: str, *, settings: EmbedConfig = Embe
     return Embeddings(
         stream_id=np.full(t.size, source.stream_id, dtype=object), t=t, v=np.concatenate(vs), a=np.concatenate(as_),
         av_dist=np.concatenate(ds).astype(np.float32), model=scoring.model_id, lam=scoring.lam,
+        spectrum=np.concatenate(spectra),
     )

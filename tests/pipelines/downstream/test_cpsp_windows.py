@@ -39,9 +39,9 @@ def write_stream(root: Path, stream_id: str, t: np.ndarray, status: str = "compl
     a = np.zeros((len(t), DIM), np.float32)
     v[:, 0] = t
     a[:, 1] = t
-    table = embeddings_table(stream_id, t, v, a, np.zeros(len(t), np.float32), "ckpt-1", 0.5)
+    table = embeddings_table(stream_id, t, v, a, np.zeros(len(t), np.float32), "ckpt-1", 0.5, np.zeros((len(t), 4), np.float32))
     store.write_parquet(f"{stream_dir(store, stream_id)}/part-00000.parquet", [table],
-                        embeddings_schema(DIM, "ckpt-1", 0.5), "zstd")
+                        embeddings_schema(DIM, "ckpt-1", 0.5, 4), "zstd")
     StreamManifest(stream_id=stream_id, source=f"{stream_id}.mp4", status=status, config_hash="h", config={},
                    rows=len(t), files=["part-00000.parquet"]).save(store)
 

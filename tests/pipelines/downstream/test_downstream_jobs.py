@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -437,3 +438,47 @@ def test_anomaly_knn_and_fusion_scores_with_a_loudness_baseline(scene, tmp_path)
     fused = read_json(tmp_path / "fusion" / "summary.json")
     assert fused["score"] == "fusion" and "loudness_baseline" not in fused and 0 <= fused["roc_auc"] <= 1
     assert AnomalyJobConfig.from_dict(read_json(tmp_path / "fusion" / "config.json")).score == "fusion"
+
+
+def test_anomaly_spectrum_scores_standardise_on_the_reference(scene, tmp_path):
+    from epg.anomaly import knn_novelty
+
+    built, _, _ = scene
+    base = ["--embeddings", str(built.embeddings), "--reference", "train", "--streams", "train", "similar",
+            "--labels", str(built.labels), "--no-plots", "--knn-k", "5"]
+    emb = read_embeddings(str(built.embeddings))
+    train, similar = emb.of_streams(["train"]), emb.of_streams(["similar"])
+    centre, scale = train.spectrum.mean(axis=0), train.spectrum.std(axis=0) + 1e-6
+
+    def novelty(rows, x, ref, lam):  # by hand: Euclidean on the spectrum standardised per band on the reference
+        return knn_novelty(x, rows.stream_id, rows.t, ref, train.stream_id, train.t, k=5, exclusion=60, lam=lam)
+
+    spectrum = {name: novelty(rows, (rows.spectrum - centre) / scale, (train.spectrum - centre) / scale, 1.0)
+                for name, rows in (("train", train), ("similar", similar))}
+    assert anomaly_cli.main(base + ["--score", "knn_spectrum", "--output", str(tmp_path / "spectrum")]) == 0
+    scores = pq.read_table(tmp_path / "spectrum" / "scores.parquet").to_pandas()
+    for name in ("train", "similar"):
+        np.testing.assert_allclose(scores[scores.stream_id == name].score.to_numpy(), spectrum[name], rtol=1e-5)
+    summary = read_json(tmp_path / "spectrum" / "summary.json")
+    assert summary["threshold"] == pytest.approx(spectrum["train"].mean() + 2 * spectrum["train"].std(), rel=1e-6)
+
+    visual = {name: novelty(rows, rows.v, train.v, train.lam) for name, rows in (("train", train), ("similar", similar))}
+    z = lambda x, ref: (x - ref.mean()) / ref.std()  # noqa: E731
+    fused = {name: (z(visual[name], visual["train"]) + z(spectrum[name], spectrum["train"])) / 2 for name in visual}
+    assert anomaly_cli.main(base + ["--score", "fusion_visual_spectrum", "--output", str(tmp_path / "fused")]) == 0
+    scores = pq.read_table(tmp_path / "fused" / "scores.parquet").to_pandas()
+    for name in ("train", "similar"):
+        np.testing.assert_allclose(scores[scores.stream_id == name].score.to_numpy(), fused[name], rtol=1e-5, atol=1e-9)
+
+
+def test_anomaly_spectrum_score_of_embeddings_without_a_spectrum_says_to_score_again(scene, tmp_path, capsys):
+    built, _, _ = scene
+    old = tmp_path / "old"  # the train stream as scoring wrote it before it stored the spectrum
+    shutil.copytree(built.embeddings / "stream_id=train", old / "stream_id=train")
+    part = old / "stream_id=train" / "part-00000.parquet"
+    pq.write_table(pq.read_table(part).drop_columns(["spectrum"]), part)
+    assert read_embeddings(str(old)).spectrum is None
+    args = ["--embeddings", str(old), "--reference", "train", "--no-plots", "--output", str(tmp_path / "out")]
+    assert anomaly_cli.main(args + ["--score", "knn_spectrum"]) == 2
+    assert "no spectrum column" in capsys.readouterr().err
+    assert anomaly_cli.main(args + ["--score", "knn_audio"]) == 0

@@ -112,7 +112,7 @@ def reference(clips_root: Path, checkpoint: Path, stream_id: str) -> dict[str, n
     """The embeddings computed here, clip by clip, straight from the clip rows and the checkpoint."""
     model, config = load_model(str(checkpoint))
     lam = config.epg.loss.lam
-    out: dict[str, list] = {"t": [], "v": [], "a": [], "d": []}
+    out: dict[str, list] = {"t": [], "v": [], "a": [], "d": [], "spectrum": []}
     with torch.no_grad():
         for row in read_stream(str(clips_root), stream_id).to_pylist():
             if not (row["has_audio"] and row["has_video"]):
@@ -127,6 +127,7 @@ def reference(clips_root: Path, checkpoint: Path, stream_id: str) -> dict[str, n
             out["v"].append(v[0].numpy())
             out["a"].append(a[0].numpy())
             out["d"].append(float(distance(v, a, lam)[0]))
+            out["spectrum"].append(np.asarray(row["logmel"], np.float32).reshape(128, 64).mean(axis=1))
     return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -155,7 +156,7 @@ def test_schema_rows_parts_and_manifest(scored, clips_root, run_dir):
         assert manifest.files == [f"part-{k:05d}.parquet" for k in range(len(manifest.files))]
         tables = [pq.read_table(scored / f"stream_id={stream_id}" / name) for name in manifest.files]
         for table in tables:
-            assert_schema(table.schema, embeddings_schema(16, model_id, LAM))
+            assert_schema(table.schema, embeddings_schema(16, model_id, LAM, 128))
             assert table.num_rows <= SETTINGS.rows_per_file
         t = [x for table in tables for x in table.column("t").to_pylist()]
         assert t == expected_t  # clips with both modalities, ordered by t across the parts
@@ -183,6 +184,7 @@ def test_embeddings_equal_the_model_run_in_process(scored, clips_root, run_dir):
         np.testing.assert_allclose(got.v, want["v"], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(got.a, want["a"], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(got.av_dist, want["d"], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(got.spectrum, want["spectrum"], rtol=1e-5, atol=1e-4)  # each clip's log-mel, over time
     # av_dist is D(v, a) with the run's λ, not the default 0.5
     v, a = torch.tensor(embeddings.v), torch.tensor(embeddings.a)
     np.testing.assert_allclose(embeddings.av_dist, distance(v, a, LAM).numpy(), rtol=1e-5, atol=1e-6)
@@ -206,6 +208,7 @@ def test_videos_score_like_clips_and_a_broken_video_fails_alone(scored, media, r
     np.testing.assert_allclose(from_videos.v, from_clips.v, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(from_videos.a, from_clips.a, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(from_videos.av_dist, from_clips.av_dist, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(from_videos.spectrum, from_clips.spectrum, rtol=1e-5, atol=1e-4)
     store = OutputStore(str(out))
     failed = StreamManifest.load(store, "broken")
     assert failed is not None and failed.status == "failed"
@@ -344,6 +347,7 @@ def test_embed_video_file_in_process(scored, media, run_dir, tmp_path):
         np.testing.assert_allclose(got.v, want.v, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(got.a, want.a, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(got.av_dist, want.av_dist, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got.spectrum, want.spectrum, rtol=1e-5, atol=1e-4)
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(os.urandom(2000))
     with pytest.raises(EmbedError, match="broken.mp4"):
