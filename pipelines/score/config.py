@@ -26,8 +26,8 @@ class EmbedConfig(Config):
     batch_size: int = 64  # clips per model call in an actor
     # Model actors in the pool; 0 chooses from the cluster: one per GPU share with gpus_per_actor > 0,
     # else one per cpus_per_actor CPUs (CPU actors run their own decode, see decode_cpus), less one
-    # CPU for the Parquet read tasks when the input is clips. From videos the pool is never larger than
-    # the windows to score (config.json records the count resolved for the cluster).
+    # CPU for the Parquet read tasks when the input is clips. The pool is never larger than the model
+    # batches (clips) or the windows (videos) to score; config.json records the count the run used.
     actors: int = 0
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0  # 1 on a GPU cluster: one GPU per actor

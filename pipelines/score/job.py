@@ -9,6 +9,7 @@ checkpoint differs from that of a complete stream of the output is refused unles
 
 from __future__ import annotations
 
+import math
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -168,14 +169,14 @@ def _embed(checkpoint: str, output: str, clips: str | None, videos: list[str] | 
         ensure_ray(ray_address)
         settings = with_actors_for_cluster(settings, clips_input=clips is not None)
         store.makedirs(store.path())
-        inputs: dict[str, Any] = {"clips": clips} if clips is not None else {"videos": list(videos or [])}
-        store.write_json(store.path(CONFIG_FILE), {**model_record(scoring), "settings": settings.to_dict(),
-                                                   "inputs": inputs, "ingest": ingest.to_dict() if ingest else None})
         if clips is not None:
             pending = _without_damaged(pending, clips, settings.skip_bad_shards, publisher, warnings)
         for plan in pending:
             publisher.start(plan)
         if clips is not None:
+            # No more actors than model batches (the same reason as the windows below).
+            batches = math.ceil(sum(p.expected for p in pending) / settings.batch_size)
+            settings = replace(settings, actors=max(1, min(settings.actors, batches)))
             dataset = clips_dataset([f for p in pending for f in p.files], clips, shape, settings)
         else:
             assert ingest is not None
@@ -185,6 +186,9 @@ def _embed(checkpoint: str, output: str, clips: str | None, videos: list[str] | 
             # Data warns that the pool cannot be used.
             settings = replace(settings, actors=max(1, min(settings.actors, len(windows))))
             dataset = videos_dataset(windows, ingest, shape, settings.jpeg_round_trip)
+        inputs: dict[str, Any] = {"clips": clips} if clips is not None else {"videos": list(videos or [])}
+        store.write_json(store.path(CONFIG_FILE), {**model_record(scoring), "settings": settings.to_dict(),
+                                                   "inputs": inputs, "ingest": ingest.to_dict() if ingest else None})
         scoring_began = time.perf_counter()
         score(dataset, pending, scoring, settings, store, publisher, show_progress, per_window=clips is None)
         scoring_seconds = time.perf_counter() - scoring_began

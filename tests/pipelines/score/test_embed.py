@@ -232,6 +232,20 @@ def test_a_video_of_one_window_is_scored_by_one_actor_without_a_pool_warning(med
     assert not pool, pool
 
 
+def test_clips_of_one_batch_are_scored_by_one_actor_without_a_pool_warning(clips_root, run_dir, ray_local, tmp_path):
+    """From clips as from videos: 6 clip rows make one model batch, so 2 actors asked for start one."""
+    only = tmp_path / "clips"
+    shutil.copytree(clips_root / "stream_id=pattern", only / "stream_id=pattern")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = run_embed(str(run_dir), str(tmp_path / "one"), clips=str(only),
+                            settings=EmbedConfig(actors=2, cpus_per_actor=0.5), show_progress=False)
+    assert summary.ok and [s.rows for s in summary.streams] == [3], summary.format()
+    assert json.loads((tmp_path / "one" / "_embed_config.json").read_text())["settings"]["actors"] == 1
+    pool = [str(w.message) for w in caught if "concurrent actors" in str(w.message)]
+    assert not pool, pool
+
+
 def test_raw_crops_skip_the_jpeg_round_trip_and_stay_close_to_it(scored, media, run_dir, tmp_path):
     """--raw-crops: the same rows and clips, embeddings within JPEG noise of the exact ones, and a hash of its own."""
     out = tmp_path / "raw"
