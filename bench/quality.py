@@ -67,7 +67,7 @@ from results import Printed, command_line, update_results  # noqa: E402
 
 from epg.config import LOSS_KINDS, MINING_RULES, VISUAL_INPUTS  # noqa: E402
 from epg.cpsp.config import SUPERVISIONS  # noqa: E402
-from epg.learning import learning_diagnostics  # noqa: E402
+from epg.learning import chance_of_a_hit, learning_diagnostics  # noqa: E402
 from epg.metrics import balanced_accuracy, roc_auc  # noqa: E402
 from epg.probe import ProbeConfig, select_features, train_probe  # noqa: E402
 from epg.search import SearchIndex  # noqa: E402
@@ -310,8 +310,7 @@ def class_level_recall_bound(labels: LabelTable, stream: str, seconds: int, k: i
         if hit[above].any():
             total += 1.0
             continue
-        m, h, draws = int(tied.sum()), int(hit[tied].sum()), k - int(above.sum())
-        total += 1.0 - float(np.prod([(m - h - d) / (m - d) for d in range(draws)]))
+        total += float(chance_of_a_hit(int(tied.sum()), int(hit[tied].sum()), k - int(above.sum())))
     return total / seconds
 
 

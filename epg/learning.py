@@ -16,6 +16,7 @@ AUC stays within ``COLLAPSE_AUC`` of chance; a run says so in its log and report
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -26,6 +27,16 @@ from epg.metrics import roc_auc
 INIT_DIAGNOSTICS_FILE = "holdout_init.json"
 COLLAPSE_SPREAD = 1e-3
 COLLAPSE_AUC = 0.02
+
+
+def chance_of_a_hit(candidates: Any, hits: Any, draws: int) -> Any:
+    """The chance that ``draws`` candidates drawn at random without replacement from ``candidates``, ``hits`` of
+    them hits, hold at least one hit: recall@k of a random ranking. Numbers, numpy arrays or tensors."""
+    miss = 1.0
+    for draw in range(draws):
+        left = (candidates - hits - draw) / (candidates - draw)
+        miss = miss * left * (left > 0)
+    return 1.0 - miss
 
 
 @torch.no_grad()
@@ -48,12 +59,7 @@ def learning_diagnostics(v: torch.Tensor, a: torch.Tensor, stream: torch.Tensor,
     top = min(k, n)
     nearest = d.topk(top, dim=1, largest=False).indices
     recall = float(hit.gather(1, nearest).any(dim=1).float().mean())
-    # Random ranking: a hit among top draws without replacement from n candidates, h of them hits.
-    hits = hit.sum(dim=1).double()
-    miss_all = torch.ones(n, dtype=torch.float64)
-    for draw in range(top):
-        miss_all = miss_all * ((n - hits - draw) / (n - draw)).clamp_min(0.0)
-    chance = float((1.0 - miss_all).mean())
+    chance = float(chance_of_a_hit(n, hit.sum(dim=1).double(), top).mean())  # random ranking
     spreads = {f"{name}_spread": float(x.float().std(dim=0).mean() / x.float().norm(dim=1).mean().clamp_min(1e-12))
                for name, x in (("v", v), ("a", a))}
     collapsed = min(spreads.values()) < COLLAPSE_SPREAD or (math.isfinite(pair_auc) and abs(pair_auc - 0.5) < COLLAPSE_AUC)

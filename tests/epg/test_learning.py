@@ -2,9 +2,10 @@
 
 import math
 
+import pytest
 import torch
 
-from epg.learning import learning_diagnostics
+from epg.learning import chance_of_a_hit, learning_diagnostics
 
 
 def clips(n_streams: int = 2, seconds: int = 60):
@@ -33,3 +34,11 @@ def test_collapse_is_flagged():
     out = learning_diagnostics(v, v.clone(), stream, t, lam=0.5)
     assert out["v_spread"] < 1e-3 and out["collapsed"] == 1.0
     assert math.isnan(learning_diagnostics(v[:1], v[:1], stream[:1], t[:1], lam=0.5)["pair_auc"])
+
+
+def test_chance_of_a_hit_counts_draws_without_replacement():
+    assert chance_of_a_hit(5, 1, 2) == pytest.approx(1 - (4 / 5) * (3 / 4))  # 0.4, by hand
+    assert chance_of_a_hit(5, 4, 2) == pytest.approx(1.0)  # one miss cannot fill two draws
+    assert chance_of_a_hit(5, 0, 3) == 0.0
+    many = chance_of_a_hit(torch.tensor([5.0, 5.0], dtype=torch.float64), torch.tensor([1.0, 4.0], dtype=torch.float64), 2)
+    assert many.tolist() == pytest.approx([0.4, 1.0])
