@@ -553,6 +553,10 @@ def test_alerts_start_within_two_seconds_of_a_labelled_anomaly(footage, tmp_path
     assert watcher.stats.alerts == len(starts) and _Hook.received == lines
     embeddings = read_embeddings(str(tmp_path / "clips-embeddings"))
     assert embeddings.t.tolist() == list(range(SECONDS))
+    clips = read_stream(str(tmp_path / "clips"), "cam3", columns=["t", "logmel"])  # the spectrum: each clip's log-mel
+    heard = {int(t): np.asarray(m, np.float32).reshape(128, -1).mean(axis=1)  # over time, as batch scoring stores it
+             for t, m in zip(clips["t"].to_pylist(), clips["logmel"].to_numpy(zero_copy_only=False))}
+    np.testing.assert_allclose(embeddings.spectrum, np.stack([heard[t] for t in embeddings.t.tolist()]), rtol=1e-5, atol=1e-4)
 
 
 # -- the job through Ray, metrics, arguments -------------------------------------------------
