@@ -79,7 +79,7 @@ class AnomalyJobConfig(Config):
     reference: tuple[str, ...]
     streams: tuple[str, ...] = ()  # () = every stream of the embeddings
     sigma: float = 2.0  # threshold = mean + sigma * std of the reference scores
-    score: str = "knn_audio"  # one of SCORES; picked by bench/quality.py (bench/RESULTS.md)
+    score: str = "fusion_visual_spectrum"  # one of SCORES; picked by bench/quality.py (bench/RESULTS.md)
     knn_k: int = 10
     knn_exclusion: int = 60  # seconds of the query's own stream left out of its neighbours
     clips: str | None = None  # clips root: the loudness baseline (with labels)

@@ -35,7 +35,7 @@ def scene(tmp_path_factory):
     built = make_scene(directory, seconds=SECONDS)
     emb = read_embeddings(str(built.embeddings), ["similar"])
     keep = ~np.isin(emb.t, list(GAP))
-    write_embeddings(built.embeddings, {"gappy": (emb.t[keep], emb.v[keep], emb.a[keep])})
+    write_embeddings(built.embeddings, {"gappy": (emb.t[keep], emb.v[keep], emb.a[keep])}, spectra={"gappy": emb.spectrum[keep]})
     labels = pq.read_table(built.labels).to_pandas()
     gappy = labels[labels.stream_id == "similar"].assign(stream_id="gappy")
     frame = pd.concat([labels, gappy], ignore_index=True)
