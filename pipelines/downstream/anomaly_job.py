@@ -66,6 +66,7 @@ SCORES: tuple[str, ...] = ("av_dist", "knn_visual", "knn_audio", "knn_spectrum",
 # a score of several is the mean of their z-scores.
 NOVELTY_FEATURES: dict[str, str] = {"knn_visual": "v", "knn_audio": "a", "knn_spectrum": "s", "fusion": "va",
                                     "fusion_visual_spectrum": "vs"}
+SPECTRUM_SCALE_FLOOR_DB = 0.1  # the least per-band std the spectrum is standardised with
 # Classes that count as anomalies when labels are given (the synthetic footage's: glass, scream, speeding car).
 DEFAULT_ANOMALY_CLASSES: tuple[str, ...] = ("glass_break", "scream", "speeding_car")
 
@@ -151,10 +152,16 @@ class FittedScore:
 
 
 def check_features(config: AnomalyJobConfig, emb: Embeddings) -> None:
-    """``DownstreamError`` when ``config.score`` needs the spectrum and the embeddings predate it."""
-    if "s" in NOVELTY_FEATURES.get(config.score, "") and emb.spectrum is None:
-        raise DownstreamError(f"score {config.score}: embeddings {config.embeddings!r} have no spectrum column (some "
-                              "streams were scored before scoring stored it); score the clips again with jobs/embed.py, "
+    """``DownstreamError`` when ``config.score`` needs the spectrum and some of ``emb``'s streams predate it."""
+    if "s" not in NOVELTY_FEATURES.get(config.score, ""):
+        return
+    if emb.spectrum is None:
+        lacking = emb.streams
+    else:
+        lacking = sorted(set(emb.stream_id[np.isnan(emb.spectrum).any(axis=1)].tolist()))
+    if lacking:
+        raise DownstreamError(f"score {config.score}: stream(s) {lacking} of embeddings {config.embeddings!r} have no "
+                              "spectrum (scored before scoring stored it); score their clips again with jobs/embed.py, "
                               "or choose a --score without spectrum")
 
 
@@ -182,7 +189,9 @@ def fit_score(config: AnomalyJobConfig, reference: Embeddings, lam: float) -> Fi
     features = NOVELTY_FEATURES[config.score]
     spectrum_scale = None
     if "s" in features:
-        spectrum_scale = (reference.spectrum.mean(axis=0), reference.spectrum.std(axis=0) + 1e-6)
+        # A band that never changes in the reference (silence is one value) must not turn a tiny deviation into a
+        # huge score: its scale has a floor.
+        spectrum_scale = (reference.spectrum.mean(axis=0), np.maximum(reference.spectrum.std(axis=0), SPECTRUM_SCALE_FLOOR_DB))
     novelties = []
     for feature in features:
         found = _novelty(config, reference, reference, feature, lam, spectrum_scale)
@@ -273,9 +282,9 @@ def run_anomaly(config: AnomalyJobConfig) -> AnomalyResult:
     for damaged in emb.skipped:
         print(f"anomaly: left out (--skip-bad-shards): {damaged}", file=sys.stderr)
     _check_streams(emb, config.reference, "reference", config.embeddings)
-    check_features(config, emb)
     streams = config.streams or tuple(emb.streams)
     _check_streams(emb, streams, "scored", config.embeddings)
+    check_features(config, emb.of_streams(sorted(set(streams) | set(config.reference))))
     labels_table = read_labels(config.labels) if config.labels else None
     if labels_table is not None:
         known = sorted(set(config.anomaly_classes) & set(labels_table.classes))

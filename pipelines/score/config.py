@@ -27,7 +27,7 @@ class EmbedConfig(Config):
     # Model actors in the pool; 0 chooses from the cluster: one per GPU share with gpus_per_actor > 0,
     # else one per cpus_per_actor CPUs (CPU actors run their own decode, see decode_cpus), less one
     # CPU for the Parquet read tasks when the input is clips. The pool is never larger than the model
-    # batches (clips) or the windows (videos) to score; config.json records the count the run used.
+    # batches (clips) or the windows (videos) to score; _embed_config.json records the count the run used.
     actors: int = 0
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0  # 1 on a GPU cluster: one GPU per actor

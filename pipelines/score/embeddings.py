@@ -75,7 +75,7 @@ class Embeddings:
     """Embeddings of one or more streams in memory, rows ordered by (stream_id, t).
 
     stream_id: str [N]; t: int64 [N]; v, a: float32 [N, d]; av_dist: float32 [N];
-    spectrum: float32 [N, n_mels], or None for embeddings written before scoring stored it.
+    spectrum: float32 [N, n_mels]; NaN rows for streams scored before scoring stored it (None when no stream has it).
     """
 
     stream_id: np.ndarray
@@ -145,8 +145,12 @@ def read_embeddings(root: str, stream_ids: list[str] | None = None, skip_bad_sha
     lams = {(t.schema.metadata or {}).get(b"lam", b"0.5").decode() for t in tables}
     if len(models) > 1 or len(lams) > 1:
         raise EmbeddingsError(f"embeddings directory {root!r} mixes models {sorted(models)}; score it again with one checkpoint")
-    if not all("spectrum" in t.column_names for t in tables):  # some streams were scored before the spectrum
-        tables = [t.drop_columns(["spectrum"]) if "spectrum" in t.column_names else t for t in tables]
+    with_spectrum = [t for t in tables if "spectrum" in t.column_names]
+    if with_spectrum and len(with_spectrum) < len(tables):  # some streams were scored before the spectrum: NaN rows
+        field_ = with_spectrum[0].schema.field("spectrum")
+        n_mels = field_.type.list_size
+        tables = [t if "spectrum" in t.column_names else t.append_column(field_, pa.FixedSizeListArray.from_arrays(
+            pa.array(np.full(t.num_rows * n_mels, np.nan, np.float32)), n_mels)) for t in tables]
     table = pa.concat_tables(tables).sort_by([("stream_id", "ascending"), ("t", "ascending")])
     dim = table.schema.field("v_emb").type.list_size
     spectrum = None

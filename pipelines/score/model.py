@@ -201,10 +201,11 @@ class ClipEmbedder:
         v = np.zeros((n, self.dim), np.float32)
         a = np.zeros((n, self.dim), np.float32)
         d = np.zeros(n, np.float32)
-        spectra = spectrum(np.asarray(batch["audio"])[:, 0])
+        spectra = np.zeros((n, np.shape(batch["audio"])[-2]), np.float32)
         if scored.any():
             try:
                 v[scored], a[scored], d[scored] = self.embed(batch["video"][scored], batch["audio"][scored])
+                spectra[scored] = spectrum(np.asarray(batch["audio"][scored])[:, 0])
             except Exception as exc:  # e.g. out of GPU memory: these clips' streams fail, with the reason
                 error[scored] = f"scoring failed: {type(exc).__name__}: {exc}"
         out.update(v_emb=v, a_emb=a, av_dist=d, spectrum=spectra, error=error)

@@ -448,7 +448,7 @@ def test_anomaly_spectrum_scores_standardise_on_the_reference(scene, tmp_path):
             "--labels", str(built.labels), "--no-plots", "--knn-k", "5"]
     emb = read_embeddings(str(built.embeddings))
     train, similar = emb.of_streams(["train"]), emb.of_streams(["similar"])
-    centre, scale = train.spectrum.mean(axis=0), train.spectrum.std(axis=0) + 1e-6
+    centre, scale = train.spectrum.mean(axis=0), np.maximum(train.spectrum.std(axis=0), 0.1)
 
     def novelty(rows, x, ref, lam):  # by hand: Euclidean on the spectrum standardised per band on the reference
         return knn_novelty(x, rows.stream_id, rows.t, ref, train.stream_id, train.t, k=5, exclusion=60, lam=lam)
@@ -471,14 +471,36 @@ def test_anomaly_spectrum_scores_standardise_on_the_reference(scene, tmp_path):
         np.testing.assert_allclose(scores[scores.stream_id == name].score.to_numpy(), fused[name], rtol=1e-5, atol=1e-9)
 
 
-def test_anomaly_spectrum_score_of_embeddings_without_a_spectrum_says_to_score_again(scene, tmp_path, capsys):
+def test_anomaly_spectrum_score_needs_the_spectrum_only_of_the_streams_it_reads(scene, tmp_path, capsys):
     built, _, _ = scene
-    old = tmp_path / "old"  # the train stream as scoring wrote it before it stored the spectrum
-    shutil.copytree(built.embeddings / "stream_id=train", old / "stream_id=train")
-    part = old / "stream_id=train" / "part-00000.parquet"
+    mixed = tmp_path / "mixed"  # 'similar' as scoring wrote it before it stored the spectrum, 'train' as now
+    for name in ("train", "similar"):
+        shutil.copytree(built.embeddings / f"stream_id={name}", mixed / f"stream_id={name}")
+    part = mixed / "stream_id=similar" / "part-00000.parquet"
     pq.write_table(pq.read_table(part).drop_columns(["spectrum"]), part)
-    assert read_embeddings(str(old)).spectrum is None
-    args = ["--embeddings", str(old), "--reference", "train", "--no-plots", "--output", str(tmp_path / "out")]
-    assert anomaly_cli.main(args + ["--score", "knn_spectrum"]) == 2
-    assert "no spectrum column" in capsys.readouterr().err
-    assert anomaly_cli.main(args + ["--score", "knn_audio"]) == 0
+    emb = read_embeddings(str(mixed))
+    lacking = np.isnan(emb.spectrum).any(axis=1)
+    assert set(emb.stream_id[lacking]) == {"similar"} and not np.isnan(emb.of_streams(["train"]).spectrum).any()
+    args = ["--embeddings", str(mixed), "--reference", "train", "--no-plots", "--output", str(tmp_path / "out")]
+    assert anomaly_cli.main(args + ["--streams", "train"]) == 0  # the default score, a spectrum one
+    assert anomaly_cli.main(args + ["--streams", "train", "similar"]) == 2
+    err = capsys.readouterr().err
+    assert "['similar']" in err and "no spectrum" in err and "jobs/embed.py" in err
+    assert anomaly_cli.main(args + ["--streams", "train", "similar", "--score", "knn_audio"]) == 0
+
+
+def test_a_band_that_never_changes_in_the_reference_does_not_blow_up_the_spectrum_score():
+    from pipelines.downstream.anomaly_job import fit_score
+    from pipelines.score.embeddings import Embeddings
+
+    rng = np.random.default_rng(0)
+    n = 200
+    spectra = np.column_stack([rng.normal(-40, 3, n), rng.normal(-50, 3, n), np.full(n, -100.0)]).astype(np.float32)
+    emb = Embeddings(np.full(n, "ref", object), np.arange(n), np.zeros((n, 2), np.float32), np.zeros((n, 2), np.float32),
+                     np.zeros(n, np.float32), "m", 0.5, spectrum=spectra)
+    fitted = fit_score(AnomalyJobConfig(embeddings="e", output="o", reference=("ref",), score="knn_spectrum"), emb, 0.5)
+    query = emb.select(np.arange(n) < 1)
+    query.stream_id = np.array(["live"], object)
+    query.spectrum = query.spectrum.copy()
+    query.spectrum[0, 2] = -99.9  # 0.1 dB off in the silent band: a tenth of a unit, not 10^5
+    assert fitted.score(query)[0] < fitted.threshold.value

@@ -532,7 +532,7 @@ def test_alerts_start_within_two_seconds_of_a_labelled_anomaly(footage, tmp_path
     alerts = tmp_path / "alerts.jsonl"
     try:
         watcher = drain(dir_config(tmp_path / "cam3", tmp_path / "clips", checkpoint=str(checkpoint),
-                                   reference=str(tmp_path / "ref-clips-embeddings"), score="fusion",
+                                   reference=str(tmp_path / "ref-clips-embeddings"),  # the default score
                                    knn_exclusion=10, alerts=str(alerts),
                                    webhook=f"http://127.0.0.1:{hook.server_port}/alert"))
     finally:
