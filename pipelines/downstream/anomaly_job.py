@@ -136,6 +136,8 @@ class FittedScore:
     novelty_stats: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     # knn_spectrum and fusion_visual_spectrum: the reference's per-band mean and std of the spectrum
     spectrum_scale: tuple[np.ndarray, np.ndarray] | None = None
+    # the reference's features per feature used, computed once (the spectrum standardised), not per scored batch
+    reference_features: dict[str, np.ndarray] = field(default_factory=dict)
 
     def score(self, selected: Embeddings) -> np.ndarray:
         """Scores of ``selected``'s seconds."""
@@ -143,7 +145,8 @@ class FittedScore:
             return selected.av_dist.astype(np.float64)
         novelty = {}
         for feature, (mean, std, most) in self.novelty_stats.items():
-            found = _novelty(self.config, self.reference, selected, feature, self.lam, self.spectrum_scale)
+            found = _novelty(self.config, self.reference, self.reference_features[feature], selected,
+                             _features(selected, feature, self.spectrum_scale), feature, self.lam)
             novelty[feature] = np.nan_to_num(found, nan=most)
         if len(novelty) == 1:
             return novelty[next(iter(novelty))]
@@ -172,11 +175,11 @@ def _features(rows: Embeddings, feature: str, spectrum_scale: tuple[np.ndarray, 
     return (rows.spectrum - centre) / scale
 
 
-def _novelty(config: AnomalyJobConfig, reference: Embeddings, rows: Embeddings, feature: str, lam: float,
-             spectrum_scale: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
-    """kNN novelty of ``rows`` against the reference in one feature (the spectrum's distance is Euclidean)."""
-    return knn_novelty(_features(rows, feature, spectrum_scale), rows.stream_id, rows.t,
-                       _features(reference, feature, spectrum_scale), reference.stream_id, reference.t,
+def _novelty(config: AnomalyJobConfig, reference: Embeddings, reference_x: np.ndarray, rows: Embeddings,
+             rows_x: np.ndarray, feature: str, lam: float) -> np.ndarray:
+    """kNN novelty of ``rows`` (their features ``rows_x``) against the reference's (``reference_x``) in one
+    feature; the spectrum's distance is Euclidean."""
+    return knn_novelty(rows_x, rows.stream_id, rows.t, reference_x, reference.stream_id, reference.t,
                        k=config.knn_k, exclusion=config.knn_exclusion, lam=1.0 if feature == "s" else lam)
 
 
@@ -192,16 +195,19 @@ def fit_score(config: AnomalyJobConfig, reference: Embeddings, lam: float) -> Fi
         # A band that never changes in the reference (silence is one value) must not turn a tiny deviation into a
         # huge score: its scale has a floor.
         spectrum_scale = (reference.spectrum.mean(axis=0), np.maximum(reference.spectrum.std(axis=0), SPECTRUM_SCALE_FLOOR_DB))
+    reference_features = {feature: _features(reference, feature, spectrum_scale) for feature in features}
     novelties = []
     for feature in features:
-        found = _novelty(config, reference, reference, feature, lam, spectrum_scale)
+        x = reference_features[feature]
+        found = _novelty(config, reference, x, reference, x, feature, lam)
         if not np.isfinite(found).all():
             raise DownstreamError(f"score {config.score}: some reference seconds have no reference neighbour outside "
                                   f"±{config.knn_exclusion} s; give more reference footage or a smaller --knn-exclusion")
         novelties.append(found)
     stats = {m: (float(n.mean()), float(n.std()), float(n.max())) for m, n in zip(features, novelties)}
     scores = fuse(novelties, np.ones(len(reference), bool)) if len(features) > 1 else novelties[0]
-    return FittedScore(config, reference, lam, scores, fit_threshold(scores, config.sigma), stats, spectrum_scale)
+    return FittedScore(config, reference, lam, scores, fit_threshold(scores, config.sigma), stats, spectrum_scale,
+                       reference_features)
 
 
 def _loudness(clips: str, selected: Embeddings) -> np.ndarray:
