@@ -27,14 +27,18 @@ import json
 import os
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TextIO
 
 import pyarrow.fs as pafs
 
 from pipelines.media.storage import OutputStore
 
 LOCK_FILE = "_run.lock"  # '_'-prefixed: dataset readers skip it
+HOLDER_WAIT_S = 2.0  # how long a refused run waits for the holder to write who it is
+ANONYMOUS = "a run that has not said who it is yet"
 
 
 class OutputInUse(RuntimeError):
@@ -61,8 +65,7 @@ def output_lock(output: str, job: str) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            holder = _describe(handle.read())
+            holder = _read_holder(handle)
             raise OutputInUse(f"{output} is being written by another run ({holder}); wait until it ends, or "
                               "write to another output") from None
         except OSError as exc:  # e.g. NFS without a lock daemon (ENOLCK): no lock can be taken there
@@ -83,9 +86,21 @@ def output_lock(output: str, job: str) -> Iterator[None]:
         handle.close()  # releases the lock (as the process's end would)
 
 
+def _read_holder(handle: TextIO, wait: float = HOLDER_WAIT_S) -> str:
+    """The holder's description, waiting up to ``wait`` seconds for it: the holder writes it just after
+    it takes the lock, so a run that lost a race by a moment would otherwise find the file still empty."""
+    deadline = time.monotonic() + wait
+    while True:
+        handle.seek(0)
+        holder = _describe(handle.read())
+        if holder != ANONYMOUS or time.monotonic() >= deadline:
+            return holder
+        time.sleep(0.05)
+
+
 def _describe(text: str) -> str:
     try:
         who = json.loads(text)
         return f"{who['job']}, pid {who['pid']} on {who['host']}, since {who['started']}: {who['command']}"
     except (ValueError, KeyError, TypeError):
-        return "a run that has not said who it is yet"
+        return ANONYMOUS

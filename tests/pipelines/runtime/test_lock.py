@@ -3,11 +3,13 @@ output, and a lock held by another process (then killed) in front of ingest, sco
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -15,7 +17,7 @@ import pytest
 from pipelines.ingest.clips_dataset import read_stream
 from pipelines.ingest.config import IngestConfig
 from pipelines.ingest.job import run_ingest
-from pipelines.runtime.lock import LOCK_FILE, LockUnavailable, OutputInUse, output_lock
+from pipelines.runtime.lock import HOLDER_WAIT_S, LOCK_FILE, LockUnavailable, OutputInUse, output_lock
 from pipelines.score.embeddings import read_embeddings
 from pipelines.score.job import run_embed
 from tests.conftest import REPO
@@ -53,6 +55,30 @@ def test_a_held_lock_refuses_a_second_run_and_goes_with_the_killed_holder(tmp_pa
         holder.wait()
     with output_lock(str(tmp_path / "out"), "ingest"):  # a killed holder leaves nothing locked
         assert json.loads((tmp_path / "out" / LOCK_FILE).read_text())["pid"] == os.getpid()
+
+
+def test_a_run_that_loses_the_race_by_a_moment_still_names_the_holder(tmp_path):
+    """The holder writes who it is just after it takes the lock: a run refused in between waits for it
+    (up to HOLDER_WAIT_S), and one that never says is described as such, without waiting longer."""
+    output = tmp_path / "out"
+    output.mkdir()
+    with open(output / LOCK_FILE, "a+") as silent:
+        fcntl.flock(silent, fcntl.LOCK_EX | fcntl.LOCK_NB)  # taken, nothing written yet
+        began = time.monotonic()
+        with pytest.raises(OutputInUse, match="a run that has not said who it is yet"):
+            with output_lock(str(output), "ingest"):
+                pass
+        assert HOLDER_WAIT_S <= time.monotonic() - began < HOLDER_WAIT_S + 5
+        says = threading.Timer(0.5, lambda: (silent.write(json.dumps(
+            {"pid": 4321, "host": "cam-host", "job": "embed", "started": "then", "command": "embed.py"})),
+            silent.flush()))
+        says.start()
+        try:
+            with pytest.raises(OutputInUse, match=r"another run \(embed, pid 4321 on cam-host, since then: embed.py\)"):
+                with output_lock(str(output), "ingest"):
+                    pass
+        finally:
+            says.join()
 
 
 @pytest.fixture(scope="module")
