@@ -36,7 +36,7 @@ def wait_for_nodes(address: str, count: int, env: dict, timeout: float = 120.0) 
         done = subprocess.run([sys.executable, "-c", script, address], capture_output=True, text=True, env=env)
         if done.returncode == 0 and done.stdout.strip().splitlines()[-1:] == [str(count)]:
             return
-        time.sleep(2)
+        time.sleep(0.5)  # each try is a new process that connects (seconds)
     raise TimeoutError(f"{count} Ray nodes did not come up at {address}")
 
 
@@ -77,7 +77,7 @@ def two_node_cluster(tmp_path):
                 os.killpg(proc.pid, signal.SIGTERM)
         for proc in nodes:  # a graceful stop takes ~30 s; the test needs only that nothing is left
             try:
-                proc.wait(timeout=5)
+                proc.wait(timeout=1)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
