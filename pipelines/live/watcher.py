@@ -34,7 +34,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from epg.features import spectrum
 from pipelines.downstream.anomaly_job import AnomalyJobConfig, FittedScore, fit_score
 from pipelines.ingest.clip_table import clips_schema
 from pipelines.ingest.config import IngestConfig
@@ -509,8 +508,7 @@ class StreamWatcher:
         rows = scoring_rows(columns, self.shape)
         keep = (rows["t"] >= 0) & (rows["error"] == "")
         t = rows["t"][keep].astype(np.int64)
-        v, a, d = self.embedder.embed(rows["video"][keep], rows["audio"][keep])
-        s = spectrum(rows["audio"][keep][:, 0])
+        v, a, d, s = self.embedder.embed(rows["video"][keep], rows["audio"][keep])
         after = self.embeddings.committed_until
         fresh = t >= after
         t, v, a, d, s = t[fresh], v[fresh], a[fresh], d[fresh], s[fresh]

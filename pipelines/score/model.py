@@ -25,7 +25,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 import torch
@@ -133,6 +133,15 @@ class ScoringModel:
         return {"model_config": _without_weight_paths(self.model_config), "state": state, "lam": self.lam}
 
 
+class ClipVectors(NamedTuple):
+    """What scoring stores of each clip: v, a [n, d], D(v, a) [n] and the clip's spectrum [n, n_mels]."""
+
+    v: np.ndarray
+    a: np.ndarray
+    av_dist: np.ndarray
+    spectrum: np.ndarray
+
+
 class ClipEmbedder:
     """Decoded clips -> (v, a, D(v, a)). One instance loads the model once (a Ray Data actor).
 
@@ -174,8 +183,8 @@ class ClipEmbedder:
         return embedder
 
     @torch.inference_mode()
-    def embed(self, video: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """video uint8 [n, 2, 3, F, H, W], audio [n, 1, n_mels, T] -> v, a [n, d], D(v, a) [n]."""
+    def embed(self, video: np.ndarray, audio: np.ndarray) -> ClipVectors:
+        """video uint8 [n, 2, 3, F, H, W], audio [n, 1, n_mels, T] -> the clips' vectors."""
         n = video.shape[0]
         vs, as_, ds = [], [], []
         for lo in range(0, n, self.batch_size):
@@ -188,10 +197,11 @@ class ClipEmbedder:
             vs.append(v.cpu().numpy())
             as_.append(a.cpu().numpy())
             ds.append(distance(v, a, self.lam).cpu().numpy())
+        spectra = spectrum(np.asarray(audio)[:, 0])
         if not vs:
             empty = np.zeros((0, self.dim), np.float32)
-            return empty, empty.copy(), np.zeros(0, np.float32)
-        return np.concatenate(vs), np.concatenate(as_), np.concatenate(ds).astype(np.float32)
+            return ClipVectors(empty, empty.copy(), np.zeros(0, np.float32), spectra)
+        return ClipVectors(np.concatenate(vs), np.concatenate(as_), np.concatenate(ds).astype(np.float32), spectra)
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["t"])
@@ -204,8 +214,8 @@ class ClipEmbedder:
         spectra = np.zeros((n, np.shape(batch["audio"])[-2]), np.float32)
         if scored.any():
             try:
-                v[scored], a[scored], d[scored] = self.embed(batch["video"][scored], batch["audio"][scored])
-                spectra[scored] = spectrum(np.asarray(batch["audio"][scored])[:, 0])
+                v[scored], a[scored], d[scored], spectra[scored] = self.embed(batch["video"][scored],
+                                                                             batch["audio"][scored])
             except Exception as exc:  # e.g. out of GPU memory: these clips' streams fail, with the reason
                 error[scored] = f"scoring failed: {type(exc).__name__}: {exc}"
         out.update(v_emb=v, a_emb=a, av_dist=d, spectrum=spectra, error=error)

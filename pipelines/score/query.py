@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 
-from epg.features import spectrum
 from pipelines.ingest.window import WindowResult, WindowTask, time_windows, truncation_error
 from pipelines.media.frames import stream_backend
 from pipelines.media.info import MediaError, inspect_video
@@ -55,9 +54,8 @@ def embed_video_file(path: str, checkpoint: str, *, settings: EmbedConfig = Embe
             raise EmbedError(errors[0])
         windows += [WindowResult(**json.loads(w)) for w in rows["window"] if w]
         keep = rows["t"] >= 0
-        v, a, d = embedder.embed(rows["video"][keep], rows["audio"][keep])
-        times.append(rows["t"][keep]), vs.append(v), as_.append(a), ds.append(d)
-        spectra.append(spectrum(rows["audio"][keep][:, 0]))
+        v, a, d, s = embedder.embed(rows["video"][keep], rows["audio"][keep])
+        times.append(rows["t"][keep]), vs.append(v), as_.append(a), ds.append(d), spectra.append(s)
     truncated = truncation_error(source.uri, info, windows)
     if truncated:
         raise EmbedError(truncated)

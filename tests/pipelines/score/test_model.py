@@ -22,5 +22,6 @@ def test_scoring_uses_the_distance_of_the_loss(tmp_path, loss, lam):
     assert scoring.lam == lam
     video = np.random.default_rng(0).integers(0, 255, (3, 2, 3, 5, 32, 32), dtype=np.uint8)
     audio = np.random.default_rng(1).normal(-40, 20, (3, 1, 128, 64)).astype(np.float32)
-    v, a, d = ClipEmbedder.in_process(scoring).embed(video, audio)
+    v, a, d, spectra = ClipEmbedder.in_process(scoring).embed(video, audio)
     torch.testing.assert_close(torch.from_numpy(d), distance(torch.from_numpy(v), torch.from_numpy(a), lam))
+    np.testing.assert_allclose(spectra, audio[:, 0].mean(axis=2), rtol=1e-5)  # each clip's log-mel over time
