@@ -35,7 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--knn-k", type=int, default=d("knn_k"), help="neighbours of the kNN scores")
     p.add_argument("--knn-exclusion", type=int, default=d("knn_exclusion"),
                    help="seconds of a query's own stream that are not its neighbours")
-    p.add_argument("--clips", default=None, help="clips root: adds a loudness baseline to the summary (with --labels)")
+    p.add_argument("--clips", default=None, help="clips root: the loudness baseline (with --labels) of embeddings scored before "
+                   "scoring stored each second's spectrum (others have it without --clips)")
     p.add_argument("--max-gap", type=int, default=d("max_gap"),
                    help="merge anomalous runs separated by at most this many normal seconds (0: contiguous only)")
     p.add_argument("--labels", default=None, help="labels table (Parquet/CSV) for ROC-AUC / AP and event recall")

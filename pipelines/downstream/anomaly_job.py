@@ -25,8 +25,9 @@ Decisions (where the design is silent):
   novelty with the spectrum's, so a second can be novel to the eye or to the ear). The default
   is the quality benchmark's best (bench/RESULTS.md). The threshold is fitted on the reference
   seconds' values of the chosen score.
-- ``clips`` with labels adds a loudness baseline (the mean log-mel of each second) to the
-  summary, so a detector that only hears loud seconds is not mistaken for a learned one.
+- With labels, the summary holds a loudness baseline (the mean log-mel of each second, from the
+  spectrum that scoring stores), so a detector that only hears loud seconds is not mistaken for a
+  learned one. Embeddings scored before the spectrum was stored take it from ``clips`` when given.
 - Streams scored (``streams``): all streams of the embeddings when not given, the
   reference included (its events show what the threshold flags on known footage).
 - With labels, a second is a true anomaly when one of ``anomaly_classes`` is present
@@ -83,7 +84,7 @@ class AnomalyJobConfig(Config):
     score: str = "fusion_visual_spectrum"  # one of SCORES; picked by bench/quality.py (bench/RESULTS.md)
     knn_k: int = 10
     knn_exclusion: int = 60  # seconds of the query's own stream left out of its neighbours
-    clips: str | None = None  # clips root: the loudness baseline (with labels)
+    clips: str | None = None  # clips root: the loudness baseline of embeddings without a spectrum (with labels)
     max_gap: int = 0
     labels: str | None = None
     anomaly_classes: tuple[str, ...] = DEFAULT_ANOMALY_CLASSES
@@ -210,8 +211,14 @@ def fit_score(config: AnomalyJobConfig, reference: Embeddings, lam: float) -> Fi
                        reference_features)
 
 
-def _loudness(clips: str, selected: Embeddings) -> np.ndarray:
-    """Mean log-mel (dB) of each scored second, from the clips; NaN-free (a missing second reads as silence)."""
+def _loudness(selected: Embeddings, clips: str | None) -> np.ndarray | None:
+    """Mean log-mel (dB) of each scored second: the mean of its stored spectrum over the mel bands (the
+    spectrum is the log-mel's mean over time), else, for embeddings scored before scoring stored it, from
+    ``clips`` (a missing second reads as silence); None when neither has it."""
+    if selected.spectrum is not None and not np.isnan(selected.spectrum).any():
+        return selected.spectrum.mean(axis=1, dtype=np.float64)
+    if not clips:
+        return None
     from pipelines.ingest.clips_dataset import read_stream
 
     out = np.full(len(selected), -100.0)
@@ -354,8 +361,8 @@ def run_anomaly(config: AnomalyJobConfig) -> AnomalyResult:
         summary["anomaly_classes"] = sorted(config.anomaly_classes)
         summary.update(_label_metrics(selected, scores, truth, labelled))
         summary.update(_event_metrics(events, selected, truth, labelled, config.max_gap))
-        if config.clips:
-            loudness = _loudness(config.clips, selected)
+        loudness = _loudness(selected, config.clips)
+        if loudness is not None:
             baseline = _label_metrics(selected, loudness, truth, labelled)
             summary["loudness_baseline"] = {k: baseline[k] for k in ("roc_auc", "average_precision")}
 

@@ -433,11 +433,49 @@ def test_anomaly_knn_and_fusion_scores_with_a_loudness_baseline(scene, tmp_path)
     scores = pq.read_table(out / "scores.parquet").to_pandas()
     np.testing.assert_allclose(scores[scores.stream_id == "train"].score.to_numpy(), expected, rtol=1e-5)
     baseline = summary["loudness_baseline"]
-    assert 0 <= baseline["roc_auc"] <= 1 and 0 <= baseline["average_precision"] <= 1
+    assert 0 < baseline["roc_auc"] < 1 and 0 <= baseline["average_precision"] <= 1
     assert anomaly_cli.main(base + ["--score", "fusion", "--output", str(tmp_path / "fusion")]) == 0
     fused = read_json(tmp_path / "fusion" / "summary.json")
-    assert fused["score"] == "fusion" and "loudness_baseline" not in fused and 0 <= fused["roc_auc"] <= 1
+    assert fused["score"] == "fusion" and 0 <= fused["roc_auc"] <= 1
+    assert fused["loudness_baseline"] == baseline  # from the stored spectrum: --clips is not needed
     assert AnomalyJobConfig.from_dict(read_json(tmp_path / "fusion" / "config.json")).score == "fusion"
+
+
+def rewrite_spectrum(source: Path, target: Path, change) -> None:
+    """A copy of the embeddings ``source`` whose spectrum column is ``change(table)`` (None: dropped)."""
+    shutil.copytree(source, target)
+    for part in target.glob("stream_id=*/*.parquet"):
+        table = pq.read_table(part)
+        spectrum, rest = change(table), table.drop_columns(["spectrum"])
+        pq.write_table(rest if spectrum is None else rest.append_column("spectrum", spectrum), part)
+
+
+def test_the_loudness_baseline_is_the_stored_spectrum_or_for_older_embeddings_the_clips(scene, tmp_path):
+    """Louder = the spectrum's mean over the bands: the spectrum negated turns the baseline's ROC-AUC into
+    1 - itself. Embeddings without a spectrum take it from --clips, and have none without them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    built, clips, _ = scene
+    base = ["--reference", "train", "--streams", "train", "similar", "--labels", str(built.labels), "--no-plots",
+            "--score", "knn_audio"]
+
+    def baseline(embeddings: Path, *extra: str) -> dict | None:
+        out = tmp_path / f"out-{embeddings.name}-{len(extra)}"
+        assert anomaly_cli.main(base + ["--embeddings", str(embeddings), "--output", str(out), *extra]) == 0
+        return read_json(out / "summary.json").get("loudness_baseline")
+
+    heard = baseline(built.embeddings)
+    negated = tmp_path / "negated"
+    bands = pq.read_schema(next(built.embeddings.glob("stream_id=*/*.parquet"))).field("spectrum").type.list_size
+    rewrite_spectrum(built.embeddings, negated, lambda table: pa.FixedSizeListArray.from_arrays(
+        pc.negate(pc.list_flatten(table.column("spectrum").combine_chunks())), bands))
+    assert baseline(negated)["roc_auc"] == pytest.approx(1 - heard["roc_auc"], abs=1e-9)
+    older = tmp_path / "older"
+    rewrite_spectrum(built.embeddings, older, lambda table: None)
+    assert baseline(older) is None
+    from_clips = baseline(older, "--clips", str(clips))
+    assert 0 <= from_clips["roc_auc"] <= 1 and from_clips != heard  # the clips' own log-mels, not the scene's spectrum
 
 
 def test_anomaly_spectrum_scores_standardise_on_the_reference(scene, tmp_path):
