@@ -353,7 +353,7 @@ def representation_scores(embeddings: Path, args: argparse.Namespace, data: dict
         result = run_anomaly(AnomalyJobConfig(
             embeddings=str(embeddings), output=str(work / f"anomaly-{score}"), reference=("train",), streams=VIEWS,
             labels=str(data["labels"]), score=score, knn_exclusion=args.knn_exclusion,
-            clips=str(data["B"]) if score == args.scores[0] else None, plots=False))
+            plots=False))
         anomaly[score] = result.summary.get("roc_auc")
         if "loudness_baseline" in result.summary:
             anomaly["loudness"] = result.summary["loudness_baseline"]["roc_auc"]

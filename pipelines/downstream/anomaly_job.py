@@ -213,20 +213,23 @@ def fit_score(config: AnomalyJobConfig, reference: Embeddings, lam: float) -> Fi
 
 def _loudness(selected: Embeddings, clips: str | None) -> np.ndarray | None:
     """Mean log-mel (dB) of each scored second: the mean of its stored spectrum over the mel bands (the
-    spectrum is the log-mel's mean over time), else, for embeddings scored before scoring stored it, from
-    ``clips`` (a missing second reads as silence); None when neither has it."""
-    if selected.spectrum is not None and not np.isnan(selected.spectrum).any():
-        return selected.spectrum.mean(axis=1, dtype=np.float64)
+    spectrum is the log-mel's mean over time); the seconds of streams scored before scoring stored it take
+    it from ``clips`` (a missing second reads as silence). None when some second has neither."""
+    out = np.full(len(selected), np.nan)
+    if selected.spectrum is not None:
+        out = selected.spectrum.mean(axis=1, dtype=np.float64)
+    lacking = np.isnan(out)
+    if not lacking.any():
+        return out
     if not clips:
         return None
     from pipelines.ingest.clips_dataset import read_stream
 
-    out = np.full(len(selected), -100.0)
-    for sid in selected.streams:
+    for sid in np.unique(selected.stream_id[lacking]).tolist():
         table = read_stream(clips, sid, columns=["t", "logmel"])
         level = {int(t): float(np.mean(np.asarray(m, dtype=np.float32)))
                  for t, m in zip(table["t"].to_pylist(), table["logmel"].to_numpy(zero_copy_only=False))}
-        rows = np.flatnonzero(selected.stream_id == sid)
+        rows = np.flatnonzero(lacking & (selected.stream_id == sid))
         out[rows] = [level.get(int(t), -100.0) for t in selected.t[rows]]
     return out
 
@@ -365,6 +368,8 @@ def run_anomaly(config: AnomalyJobConfig) -> AnomalyResult:
         if loudness is not None:
             baseline = _label_metrics(selected, loudness, truth, labelled)
             summary["loudness_baseline"] = {k: baseline[k] for k in ("roc_auc", "average_precision")}
+        else:
+            summary["loudness_baseline_missing"] = "streams scored before scoring stored the spectrum; give --clips"
 
     timelines = set()
     if config.plots:

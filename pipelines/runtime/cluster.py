@@ -6,7 +6,8 @@
 
 Whichever way Ray starts, workers get ``WORKER_ENV`` (one thread per numeric library:
 the tasks are the parallelism; librosa/numba and torch thread pools otherwise fight over
-the cores; a local Ray adds a faster Ray Train health check, ``LOCAL_WORKER_ENV``) and the process's Ray Data context gets the defaults every stage relies on.
+the cores; a local Ray adds a faster Ray Train health check, ``LOCAL_WORKER_ENV``) and the
+process's Ray Data context gets the defaults every stage relies on.
 
 The console is the job's: a local Ray keeps its workers' output (and Ray Train's and Ray Data's
 internal messages) in its log files under /tmp/ray/session_latest/logs, and the driver's Ray and

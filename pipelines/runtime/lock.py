@@ -99,8 +99,23 @@ def _read_holder(handle: TextIO, wait: float = HOLDER_WAIT_S) -> str:
 
 
 def _describe(text: str) -> str:
+    """The holder named by the lock file's record; ANONYMOUS when there is none yet, or when the record is
+    a previous run's (its process, on this host, is gone: the holder has not replaced it yet)."""
     try:
         who = json.loads(text)
-        return f"{who['job']}, pid {who['pid']} on {who['host']}, since {who['started']}: {who['command']}"
+        described = f"{who['job']}, pid {who['pid']} on {who['host']}, since {who['started']}: {who['command']}"
+        if who["host"] == socket.gethostname() and not _alive(int(who["pid"])):
+            return ANONYMOUS
+        return described
     except (ValueError, KeyError, TypeError):
         return ANONYMOUS
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

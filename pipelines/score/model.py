@@ -143,7 +143,7 @@ class ClipVectors(NamedTuple):
 
 
 class ClipEmbedder:
-    """Decoded clips -> (v, a, D(v, a)). One instance loads the model once (a Ray Data actor).
+    """Decoded clips -> ``ClipVectors``. One instance loads the model once (a Ray Data actor).
 
     In: ``video`` uint8 [n, 2, 3, F, H, W] (crop 0, crop 1), ``audio`` float32 [n, 1, n_mels, T],
     ``t`` int32 [n] (rows with t < 0 or a non-empty ``error`` carry no clip and get zeros);

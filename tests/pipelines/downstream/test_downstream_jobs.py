@@ -474,8 +474,15 @@ def test_the_loudness_baseline_is_the_stored_spectrum_or_for_older_embeddings_th
     older = tmp_path / "older"
     rewrite_spectrum(built.embeddings, older, lambda table: None)
     assert baseline(older) is None
+    assert "--clips" in read_json(tmp_path / "out-older-0" / "summary.json")["loudness_baseline_missing"]
     from_clips = baseline(older, "--clips", str(clips))
     assert 0 <= from_clips["roc_auc"] <= 1 and from_clips != heard  # the clips' own log-mels, not the scene's spectrum
+    mixed = tmp_path / "mixed"  # 'train' with its spectrum, 'similar' from before: each second from its own source
+    shutil.copytree(built.embeddings / "stream_id=train", mixed / "stream_id=train")
+    shutil.copytree(older / "stream_id=similar", mixed / "stream_id=similar")
+    assert baseline(mixed) is None
+    both = baseline(mixed, "--clips", str(clips))
+    assert both is not None and both not in (heard, from_clips)
 
 
 def test_anomaly_spectrum_scores_standardise_on_the_reference(scene, tmp_path):

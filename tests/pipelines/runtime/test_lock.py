@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -57,17 +58,22 @@ def test_a_held_lock_refuses_a_second_run_and_goes_with_the_killed_holder(tmp_pa
 
 def test_a_run_that_loses_the_race_by_a_moment_still_names_the_holder(tmp_path):
     """The holder writes who it is just after it takes the lock: a run refused in between waits for it
-    (up to HOLDER_WAIT_S), and one that never says is described as such, without waiting longer."""
+    (up to HOLDER_WAIT_S), and one that never says is described as such, without waiting longer. The
+    record a previous run left (its process gone) is not taken for the holder's."""
     output = tmp_path / "out"
     output.mkdir()
+    gone = subprocess.Popen(["true"])  # a pid that was a process and is no more
+    gone.wait()
+    (output / LOCK_FILE).write_text(json.dumps({"pid": gone.pid, "host": socket.gethostname(), "job": "ingest",
+                                                "started": "earlier", "command": "ingest.py"}))
     with open(output / LOCK_FILE, "a+") as silent:
-        fcntl.flock(silent, fcntl.LOCK_EX | fcntl.LOCK_NB)  # taken, nothing written yet
+        fcntl.flock(silent, fcntl.LOCK_EX | fcntl.LOCK_NB)  # taken; only the previous run's record in it
         began = time.monotonic()
         with pytest.raises(OutputInUse, match="a run that has not said who it is yet"):
             with output_lock(str(output), "ingest"):
                 pass
         assert HOLDER_WAIT_S <= time.monotonic() - began < HOLDER_WAIT_S + 5
-        says = threading.Timer(0.5, lambda: (silent.write(json.dumps(
+        says = threading.Timer(0.5, lambda: (silent.truncate(0), silent.write(json.dumps(
             {"pid": 4321, "host": "cam-host", "job": "embed", "started": "then", "command": "embed.py"})),
             silent.flush()))
         says.start()
