@@ -1,5 +1,5 @@
 """Jobs as a user runs them, for the tests that fault them: ``jobs/<job>.py`` in a process of its own (its own
-local Ray, its own process group), and a SIGKILL of that whole group at the test's moment."""
+local Ray, its own process group), and a SIGKILL of its whole process tree at the test's moment."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+
+import psutil
 
 from tests.conftest import REPO
 
@@ -25,9 +27,10 @@ def start_job(job: str, args: list[str], new_session: bool = True) -> subprocess
 
 
 def kill_job_when(job: subprocess.Popen, reached: Callable[[], bool], what: str, timeout: float = 300) -> None:
-    """SIGKILL the job's whole process group (driver and its Ray, as when a machine goes away) once
-    ``reached()``; the job must have reached it and still run then (``what`` says what). The group is killed
-    whatever happens."""
+    """SIGKILL the job's whole process tree (driver and its Ray, as when a machine goes away) once
+    ``reached()``; the job must have reached it and still run then (``what`` says what). The tree is killed
+    whatever happens, and gone when this returns: the raylet starts each worker in a process group of its
+    own, so killing the job's group alone would leave workers that go on writing for a while."""
     try:
         deadline = time.monotonic() + timeout
         while not reached() and job.poll() is None and time.monotonic() < deadline:
@@ -36,7 +39,17 @@ def kill_job_when(job: subprocess.Popen, reached: Callable[[], bool], what: str,
         assert reached(), f"the job did not reach {what} within {timeout:g} s"
     finally:
         try:
+            tree = psutil.Process(job.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            tree = []
+        try:
             os.killpg(job.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        for process in tree:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
         job.wait()
+        psutil.wait_procs(tree, timeout=30)
