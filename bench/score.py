@@ -157,7 +157,7 @@ def measure(preset: str, minutes: float, cache: Path, cpus: int) -> dict:
     figures["video_s"], figures["video_mb"] = timed_embed(checkpoint, out / "video", settings, videos=[str(video)])
     raw = replace(settings, jpeg_round_trip=False)
     figures["raw_s"], figures["raw_mb"] = timed_embed(checkpoint, out / "raw", raw, videos=[str(video)])
-    from_clips = with_actors_for_cluster(EmbedConfig(), clips_input=True)  # a CPU stays with the Parquet reads
+    from_clips = with_actors_for_cluster(EmbedConfig())
     figures["clips_actors"] = from_clips.actors
     figures["clips_s"], figures["clips_mb"] = timed_embed(checkpoint, out / "clips", from_clips, clips=str(clips))
     exact, moved = read_embeddings(str(out / "video")), read_embeddings(str(out / "raw"))

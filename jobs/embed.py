@@ -40,6 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cpus-per-actor", type=float, default=d("cpus_per_actor"))
     p.add_argument("--batch-size", type=int, default=d("batch_size"), help="clips per model call")
     p.add_argument("--rows-per-file", type=int, default=d("rows_per_file"))
+    p.add_argument("--clips-per-task", type=int, default=d("clips_per_task"), help="clips: rows read and decoded per task")
     p.add_argument("--window-seconds", type=int, default=d("window_seconds"), help="videos: seconds per decode task")
     p.add_argument("--frame-backend", choices=FRAME_BACKENDS, default=d("frame_backend"), help="videos")
     p.add_argument("--jpeg-quality", type=int, default=d("jpeg_quality"), help="videos: as the clips were ingested")
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = EmbedConfig(
             batch_size=args.batch_size, actors=args.actors, cpus_per_actor=args.cpus_per_actor,
-            gpus_per_actor=args.gpus_per_actor, rows_per_file=args.rows_per_file, window_seconds=args.window_seconds,
+            gpus_per_actor=args.gpus_per_actor, rows_per_file=args.rows_per_file, clips_per_task=args.clips_per_task,
+            window_seconds=args.window_seconds,
             frame_backend=args.frame_backend, jpeg_quality=args.jpeg_quality, frame_skip=args.frame_skip,
             frame_skip_tolerance=args.frame_skip_tolerance, jpeg_round_trip=not args.raw_crops,
             skip_bad_shards=args.skip_bad_shards, decode_timeout=args.decode_timeout,

@@ -25,13 +25,13 @@ class EmbedConfig(Config):
 
     batch_size: int = 64  # clips per model call in an actor
     # Model actors in the pool; 0 chooses from the cluster: one per GPU share with gpus_per_actor > 0,
-    # else one per cpus_per_actor CPUs (CPU actors run their own decode, see decode_cpus), less one
-    # CPU for the Parquet read tasks when the input is clips. The pool is never larger than the model
-    # batches (clips) or the windows (videos) to score; _embed_config.json records the count the run used.
+    # else one per cpus_per_actor CPUs (CPU actors read and decode their own inputs, see decode_cpus).
+    # The pool is never larger than the clips slices or the video windows to score; _embed_config.json
+    # records the count the run used.
     actors: int = 0
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0  # 1 on a GPU cluster: one GPU per actor
-    clips_per_task: int = 32  # clip rows per JPEG-decode task (clips input)
+    clips_per_task: int = 64  # clips input: rows per read-and-decode task (a slice of a file; one model batch)
     rows_per_file: int = 1200  # rows per embeddings Parquet part
     compression: str = "zstd"
     window_seconds: int = 60  # videos: seconds decoded per task

@@ -29,11 +29,14 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from epg.config import ModelConfig
 from pipelines.ingest.config import IngestConfig
 from pipelines.ingest.window import WindowTask, bounded_window_arrays, bounded_window_clips
-from pipelines.train.data import decode_clips
+from pipelines.media.storage import OutputStore
+from pipelines.train.data import CLIP_COLUMNS, decode_clips
 
 COUNT_COLUMNS = ("clips", "no_audio", "no_video", "unscored")
 
@@ -124,9 +127,66 @@ def scoring_rows(batch: Mapping[str, Any], shape: ClipShape, window: str = "") -
     return concat_rows(parts)
 
 
-def clip_batch_rows(batch: Mapping[str, Any], *, shape: ClipShape) -> dict[str, np.ndarray]:
-    """Ray Data map over clips Parquet rows."""
-    return scoring_rows(batch, shape)
+@dataclass(frozen=True)
+class ClipSlice:
+    """``rows`` consecutive clip rows of one clips Parquet file, from row ``first``: one decode task's input."""
+
+    stream_id: str
+    path: str
+    first: int
+    rows: int
+
+
+def clip_slices(stream_id: str, path: str, file_rows: int, rows_per_slice: int) -> list[ClipSlice]:
+    return [ClipSlice(stream_id, path, first, min(rows_per_slice, file_rows - first))
+            for first in range(0, file_rows, rows_per_slice)]
+
+
+def read_clip_slice(piece: ClipSlice, store: OutputStore) -> pa.Table:
+    """The slice's rows (``CLIP_COLUMNS``), reading only the row groups that hold them."""
+    with store.fs.open_input_file(piece.path) as handle:
+        parquet = pq.ParquetFile(handle)
+        meta = parquet.metadata
+        groups, offsets, offset = [], [], 0
+        for g in range(meta.num_row_groups):
+            size = meta.row_group(g).num_rows
+            if offset < piece.first + piece.rows and offset + size > piece.first:
+                groups.append(g)
+                offsets.append(offset)
+            offset += size
+        table = parquet.read_row_groups(groups, columns=CLIP_COLUMNS)
+    return table.slice(piece.first - offsets[0], piece.rows) if groups else table.slice(0, 0)
+
+
+def clip_slice_rows(batch: Mapping[str, Any], *, clips: str, shape: ClipShape) -> dict[str, np.ndarray]:
+    """Ray Data map over ``ClipSlice`` rows: read each slice, then decode it for the model. A slice that
+    cannot be read (or holds fewer rows than its file said) fails its stream, naming the file."""
+    store = OutputStore(clips)
+    parts = []
+    for i in range(len(batch["path"])):
+        piece = ClipSlice(**{name: _plain(batch[name][i]) for name in ClipSlice.__dataclass_fields__})
+        try:
+            table = read_clip_slice(piece, store)
+            if table.num_rows != piece.rows:
+                raise ValueError(f"{table.num_rows} rows from row {piece.first}, {piece.rows} expected")
+        except Exception as exc:
+            error = f"{piece.path}: cannot be read: {type(exc).__name__}: {exc}"
+            parts.append(_failed_rows(piece.stream_id, piece.rows, error, shape))
+            continue
+        parts.append(scoring_rows(table_columns(table), shape))
+    return concat_rows(parts)
+
+
+def table_columns(table: pa.Table) -> dict[str, Any]:
+    """A table of clip rows -> the columns ``scoring_rows`` takes."""
+    return {
+        "stream_id": table.column("stream_id").to_pylist(),
+        "t": table.column("t").to_numpy(),
+        "frames": table.column("frames").to_pylist(),
+        "logmel": table.column("logmel").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(table.num_rows, -1),
+        "has_audio": table.column("has_audio").to_numpy(zero_copy_only=False),
+        "has_video": table.column("has_video").to_numpy(zero_copy_only=False),
+    }
 
 
 def window_task_rows(task: WindowTask, config: IngestConfig, shape: ClipShape, round_trip: bool = True
@@ -138,23 +198,15 @@ def window_task_rows(task: WindowTask, config: IngestConfig, shape: ClipShape, r
     table, result = bounded_window_clips(task, config)
     window = json.dumps(asdict(result))
     if table is None:
-        return _failed_window_rows(task, shape, result.error, window)
-    columns = {
-        "stream_id": table.column("stream_id").to_pylist(),
-        "t": table.column("t").to_numpy(),
-        "frames": table.column("frames").to_pylist(),
-        "logmel": table.column("logmel").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(table.num_rows, -1),
-        "has_audio": table.column("has_audio").to_numpy(zero_copy_only=False),
-        "has_video": table.column("has_video").to_numpy(zero_copy_only=False),
-    }
-    return scoring_rows(columns, shape, window)
+        return _failed_rows(task.stream_id, task.seconds, result.error, shape, window)
+    return scoring_rows(table_columns(table), shape, window)
 
 
 def _raw_window_rows(task: WindowTask, config: IngestConfig, shape: ClipShape) -> dict[str, np.ndarray]:
     arrays, result = bounded_window_arrays(task, config)
     window = json.dumps(asdict(result))
     if arrays is None:
-        return _failed_window_rows(task, shape, result.error, window)
+        return _failed_rows(task.stream_id, task.seconds, result.error, shape, window)
     has_audio, has_video = arrays["has_audio"], arrays["has_video"]
 
     def decode(keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -164,14 +216,14 @@ def _raw_window_rows(task: WindowTask, config: IngestConfig, shape: ClipShape) -
                     int((~has_video).sum()), shape, window, decode)
 
 
-def _failed_window_rows(task: WindowTask, shape: ClipShape, error: str, window: str) -> dict[str, np.ndarray]:
-    """One placeholder row carrying a failed window's clips and its error."""
+def _failed_rows(stream_id: str, clips: int, error: str, shape: ClipShape, window: str = "") -> dict[str, np.ndarray]:
+    """One placeholder row carrying the clips of a failed window or clips slice, and its error."""
     size = shape.crop_size
     return {
-        "stream_id": np.array([task.stream_id], dtype=object), "t": np.array([-1], np.int32),
+        "stream_id": np.array([stream_id], dtype=object), "t": np.array([-1], np.int32),
         "video": np.zeros((1, 2, 3, shape.frames, size, size), np.uint8),
         "audio": np.zeros((1, 1, shape.n_mels, shape.logmel_frames), np.float32),
-        "clips": np.array([task.seconds], np.int32), "no_audio": np.zeros(1, np.int32),
+        "clips": np.array([clips], np.int32), "no_audio": np.zeros(1, np.int32),
         "no_video": np.zeros(1, np.int32), "unscored": np.zeros(1, np.int32),
         "error": np.array([error], dtype=object), "window": np.array([window], dtype=object),
     }

@@ -9,7 +9,6 @@ checkpoint differs from that of a complete stream of the output is refused unles
 
 from __future__ import annotations
 
-import math
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -32,7 +31,7 @@ from pipelines.runtime.stream_job import (
 from pipelines.score.config import CONFIG_FILE, EmbedConfig, EmbedError
 from pipelines.score.inputs import ClipShape
 from pipelines.score.model import ScoringModel
-from pipelines.score.pipeline import clips_dataset, inspect_videos, score, videos_dataset, window_items
+from pipelines.score.pipeline import clip_items, clips_dataset, inspect_videos, score, videos_dataset, window_items
 from pipelines.score.plans import StreamPlan, clip_plans, ingest_config_for, model_record, other_models, same_place, video_plans
 from pipelines.score.publish import Publisher
 
@@ -83,18 +82,17 @@ def _without_damaged(plans: list[StreamPlan], clips: str, skip: bool, publisher:
     return kept
 
 
-def with_actors_for_cluster(settings: EmbedConfig, clips_input: bool = False) -> EmbedConfig:
+def with_actors_for_cluster(settings: EmbedConfig) -> EmbedConfig:
     """``settings`` with the actor count resolved for the running cluster (``EmbedConfig.actors_for``),
-    checked to fit. Stages that run in tasks of their own keep a CPU: the decode beside GPU actors,
-    and Ray's Parquet read (file listing, reading) of a clips input, which no actor absorbs. From
-    videos, CPU actors decode their windows themselves and take every CPU."""
+    checked to fit. The decode beside GPU actors runs in tasks of its own and keeps a CPU; CPU actors
+    read and decode their inputs themselves (video windows or clips slices) and take every CPU."""
     import ray
 
     resources = ray.cluster_resources()
-    spare = 1.0 if settings.gpus_per_actor > 0 or clips_input else 0.0
+    spare = 1.0 if settings.gpus_per_actor > 0 else 0.0
     actors = settings.actors_for(resources.get("CPU", 0.0), resources.get("GPU", 0.0), spare_cpus=spare)
     check_capacity("actors", actors, settings.cpus_per_actor, settings.gpus_per_actor, EmbedError,
-                   spare_cpus=spare, spare_for="the decode and read tasks", hint="lower --actors or --cpus-per-actor")
+                   spare_cpus=spare, spare_for="the decode tasks", hint="lower --actors or --cpus-per-actor")
     return replace(settings, actors=actors)
 
 
@@ -167,17 +165,17 @@ def _embed(checkpoint: str, output: str, clips: str | None, videos: list[str] | 
 
     if pending:
         ensure_ray(ray_address)
-        settings = with_actors_for_cluster(settings, clips_input=clips is not None)
+        settings = with_actors_for_cluster(settings)
         store.makedirs(store.path())
         if clips is not None:
             pending = _without_damaged(pending, clips, settings.skip_bad_shards, publisher, warnings)
         for plan in pending:
             publisher.start(plan)
         if clips is not None:
-            # No more actors than model batches (the same reason as the windows below).
-            batches = math.ceil(sum(p.expected for p in pending) / settings.batch_size)
-            settings = replace(settings, actors=max(1, min(settings.actors, batches)))
-            dataset = clips_dataset([f for p in pending for f in p.files], clips, shape, settings)
+            # No more actors than slices (the same reason as the windows below).
+            items = clip_items(pending, clips, settings.clips_per_task)
+            settings = replace(settings, actors=max(1, min(settings.actors, len(items))))
+            dataset = clips_dataset(items, clips, shape, settings)
         else:
             assert ingest is not None
             pending = inspect_videos(pending, publisher, ingest, show_progress)
@@ -190,7 +188,7 @@ def _embed(checkpoint: str, output: str, clips: str | None, videos: list[str] | 
         store.write_json(store.path(CONFIG_FILE), {**model_record(scoring), "settings": settings.to_dict(),
                                                    "inputs": inputs, "ingest": ingest.to_dict() if ingest else None})
         scoring_began = time.perf_counter()
-        score(dataset, pending, scoring, settings, store, publisher, show_progress, per_window=clips is None)
+        score(dataset, pending, scoring, settings, store, publisher, show_progress)
         scoring_seconds = time.perf_counter() - scoring_began
     remove_empty_staging(store)
 

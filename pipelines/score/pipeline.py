@@ -1,6 +1,7 @@
 """The Ray Data graph of scoring: inputs -> decode tasks -> model actors -> the driver's publisher.
 
-    clips:  read_parquet(the streams' files, in stream and time order)
+    clips:  one task per slice of ``clips_per_task`` rows of the streams' files (stream and time
+            order), reading it with pyarrow and JPEG-decoding it
     videos: inspect each file (one task per file), then one task per time window running
             ingest's decode in memory (``window_clips``: frames, crops, JPEG, log-mel)
       -> map_batches(JPEG decode; clips without audio or video dropped and counted)   CPU tasks
@@ -8,7 +9,7 @@
       -> driver: ``score`` hands each stream's rows, in t order, to its ``StreamRun``.
 
 With CPU actors the decode tasks ask for an actor's CPUs, so Ray Data fuses them into the actors
-and every actor decodes its own windows (the pool fills the cluster: ``EmbedConfig.actors_for``);
+and every actor reads and decodes its own windows or slices (the pool fills the cluster: ``EmbedConfig.actors_for``);
 with GPU actors the decode stays in CPU tasks and the actors only run the model. A crash that loses
 blocks is caught by counting: a stream whose clips did not all come back fails.
 """
@@ -16,6 +17,7 @@ blocks is caught by counting: a stream whose clips did not all come back fails.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -28,11 +30,10 @@ from pipelines.media.info import VideoInfo
 from pipelines.media.storage import OutputStore
 from pipelines.runtime.datasets import run_map
 from pipelines.score.config import EmbedConfig
-from pipelines.score.inputs import ClipShape, clip_batch_rows, window_batch_rows
+from pipelines.score.inputs import ClipShape, clip_slice_rows, clip_slices, window_batch_rows
 from pipelines.score.model import ClipEmbedder, ScoringModel
 from pipelines.score.plans import StreamPlan
 from pipelines.score.publish import Publisher, StreamRun
-from pipelines.train.data import CLIP_COLUMNS
 
 
 def inspect_videos(plans: list[StreamPlan], publisher: Publisher, ingest: IngestConfig, show_progress: bool) -> list[StreamPlan]:
@@ -71,14 +72,33 @@ def window_items(plans: list[StreamPlan], ingest: IngestConfig) -> list[dict[str
 
 
 
-def clips_dataset(files: list[str], clips: str, shape: ClipShape, settings: EmbedConfig):
-    """Clip rows of the given files, in file order, decoded for the model (None: no file)."""
+def clip_items(plans: list[StreamPlan], clips: str, rows_per_slice: int) -> list[dict[str, Any]]:
+    """One item per ``rows_per_slice`` rows of each stream's clips files, in stream and time order (the
+    row counts from the files' footers)."""
+    import pyarrow.parquet as pq
+
+    fs = OutputStore(clips).fs
+    items = []
+    for plan in plans:
+        for path in plan.files:
+            with fs.open_input_file(path) as handle:
+                rows = pq.ParquetFile(handle).metadata.num_rows
+            items.extend(asdict(piece) for piece in clip_slices(plan.stream_id, path, rows, rows_per_slice))
+    return items
+
+
+def clips_dataset(items: list[dict[str, Any]], clips: str, shape: ClipShape, settings: EmbedConfig):
+    """One task per clips slice: read (pyarrow), then decoded for the model (None: no slice).
+
+    The slices are read inside the decode tasks, not by Ray Data's Parquet reader: its file listing
+    asks a CPU of its own, which CPU actors holding every CPU would never leave it, so a CPU stood
+    idle beside the actors. As from videos, CPU actors now read and decode their own inputs."""
     import ray.data
 
-    if not files:
+    if not items:
         return None
-    dataset = ray.data.read_parquet(files, columns=CLIP_COLUMNS, filesystem=OutputStore(clips).fs)
-    return dataset.map_batches(clip_batch_rows, fn_kwargs={"shape": shape}, batch_size=settings.clips_per_task,
+    dataset = ray.data.from_items(items, override_num_blocks=len(items))
+    return dataset.map_batches(clip_slice_rows, fn_kwargs={"clips": clips, "shape": shape}, batch_size=1,
                                batch_format="numpy", num_cpus=settings.decode_cpus)
 
 
@@ -97,13 +117,13 @@ def videos_dataset(items: list[dict[str, Any]], ingest: IngestConfig, shape: Cli
 
 
 def score(dataset: Any, plans: list[StreamPlan], scoring: ScoringModel, settings: EmbedConfig, store: OutputStore,
-           publisher: Publisher, show_progress: bool, per_window: bool = False) -> None:
+           publisher: Publisher, show_progress: bool) -> None:
     """Run the actor pool over the prepared rows and stream the results into per-stream parts.
 
-    ``per_window`` (videos): an actor call takes one decoded window as it comes (the embedder still
-    runs the model ``batch_size`` clips at a time). Asking Ray Data for ``batch_size`` rows instead
-    would make it bundle upstream blocks until it has them, and the decode fused into the actor
-    would then run many windows in one actor while the others wait."""
+    An actor call takes one input item as it comes: a decoded video window or clips slice (the
+    embedder still runs the model ``batch_size`` clips at a time). Asking Ray Data for ``batch_size``
+    rows instead would make it bundle upstream blocks until it has them, and the decode fused into
+    the actor would then run many items in one actor while the others wait."""
     import ray
 
     runs = {p.stream_id: StreamRun(p, store, scoring, settings) for p in plans}
@@ -126,7 +146,7 @@ def score(dataset: Any, plans: list[StreamPlan], scoring: ScoringModel, settings
         ClipEmbedder,
         fn_constructor_kwargs={**scoring.actor_args(state), "num_gpus": settings.gpus_per_actor,
                                "num_cpus": settings.cpus_per_actor, "batch_size": settings.batch_size},
-        batch_size=None if per_window else settings.batch_size,
+        batch_size=None,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=settings.actors),
         num_cpus=settings.cpus_per_actor,

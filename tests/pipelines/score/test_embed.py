@@ -31,10 +31,12 @@ from pipelines.runtime.lock import LOCK_FILE
 from pipelines.runtime.manifest import StreamManifest
 from pipelines.score.config import EmbedConfig, EmbedError
 from pipelines.score.embeddings import embeddings_schema, read_embeddings
+from pipelines.score.inputs import ClipShape, ClipSlice, clip_slice_rows, clip_slices, read_clip_slice
 from pipelines.score.job import run_embed, with_actors_for_cluster
 from pipelines.score.query import embed_video_file
 from pipelines.train.checkpoint import Position, build_model, load_model, save_checkpoint
 from pipelines.train.config import PretrainConfig
+from pipelines.train.data import CLIP_COLUMNS
 from pipelines.train.loop import build_scheduler
 from tests.conftest import REPO
 from tests.media import Pattern, write_pattern
@@ -170,7 +172,7 @@ def test_schema_rows_parts_and_manifest(scored, clips_root, run_dir):
     record = json.loads((scored / "_embed_config.json").read_text())
     assert record["model"] == pattern.config["model"] and record["lam"] == LAM
     assert record["checkpoint"] == str(latest(run_dir).resolve())
-    assert record["settings"]["actors"] == 1  # actors 0 from clips: the tests' 2 CPUs less one for the read tasks
+    assert record["settings"]["actors"] == 2  # actors 0 from clips: the tests' 2 CPUs (the actors read their slices)
     assert not (scored / "_staging").exists()
 
 
@@ -233,7 +235,7 @@ def test_a_video_of_one_window_is_scored_by_one_actor_without_a_pool_warning(med
 
 
 def test_clips_of_one_batch_are_scored_by_one_actor_without_a_pool_warning(clips_root, run_dir, ray_local, tmp_path):
-    """From clips as from videos: 6 clip rows make one model batch, so 2 actors asked for start one."""
+    """From clips as from videos: 6 clip rows make one slice, so 2 actors asked for start one."""
     only = tmp_path / "clips"
     shutil.copytree(clips_root / "stream_id=pattern", only / "stream_id=pattern")
     with warnings.catch_warnings(record=True) as caught:
@@ -342,13 +344,36 @@ def test_the_actor_pool_fills_the_cluster_unless_told(ray_local):
     # CPU actors decode their own inputs (the decode tasks fuse into them); GPU actors leave it to CPU tasks
     assert EmbedConfig(cpus_per_actor=2).decode_cpus == 2 and EmbedConfig(gpus_per_actor=1).decode_cpus == 1
     assert with_actors_for_cluster(EmbedConfig()).actors == 2
-    assert with_actors_for_cluster(EmbedConfig(), clips_input=True).actors == 1
     with pytest.raises(EmbedError, match="1 actors x 1 GPU need 1 GPUs; the cluster has 0"):
         with_actors_for_cluster(EmbedConfig(gpus_per_actor=1))
     with pytest.raises(EmbedError, match=r"3 actors x 1 CPU need 3 CPUs; the cluster has 2 \(lower --actors"):
         with_actors_for_cluster(EmbedConfig(actors=3))
     with pytest.raises(EmbedError, match="actors must be >= 0"):
         EmbedConfig(actors=-1)
+
+
+def test_a_clips_slice_reads_its_rows_across_row_groups_and_a_file_that_cannot_be_read_fails_its_stream(
+        clips_root, tmp_path):
+    whole = read_stream(str(clips_root), "train").select(CLIP_COLUMNS)
+    path = tmp_path / "part.parquet"
+    pq.write_table(whole, path, row_group_size=3)  # slices of 4 rows start and end inside row groups
+    assert pq.ParquetFile(path).metadata.num_row_groups == 10
+    pieces = clip_slices("train", str(path), whole.num_rows, 4)
+    assert [(p.first, p.rows) for p in pieces] == [(i, min(4, 30 - i)) for i in range(0, 30, 4)]
+    store = OutputStore(str(tmp_path))
+    read = [read_clip_slice(p, store) for p in pieces]
+    assert [r.column("t").to_pylist() for r in read] == [whole.column("t").to_pylist()[p.first:p.first + p.rows]
+                                                         for p in pieces]
+    assert pa.concat_tables(read).equals(whole)
+
+    shape = ClipShape(CROP, F, 128, 64)
+    batch = {name: np.array([getattr(pieces[2], name)], dtype=object) for name in ClipSlice.__dataclass_fields__}
+    rows = clip_slice_rows(batch, clips=str(tmp_path), shape=shape)
+    assert rows["t"].tolist() == [8, 9, 10, 11] and rows["video"].shape == (4, 2, 3, F, CROP, CROP)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # cut short after it was planned
+    rows = clip_slice_rows(batch, clips=str(tmp_path), shape=shape)
+    assert rows["t"].tolist() == [-1] and rows["clips"].tolist() == [4]  # the slice's clips, so the count holds
+    assert rows["error"][0].startswith(f"{path}: cannot be read: ")
 
 
 def test_embed_video_file_in_process(scored, media, run_dir, tmp_path):
